@@ -1,0 +1,1 @@
+"""jukejax: OpenAI Jukebox in JAX/Flax."""

@@ -1,0 +1,138 @@
+"""Device mesh and logical-axis sharding, in one place.
+
+Every array that matters names its axes logically ("batch", "embed", "mlp", "heads", "kv", "vocab",
+"conv_in", "conv_out", ...). `LOGICAL_RULES` maps those names onto the physical mesh axes
+("data", "fsdp", "tensor"); a config may replace the rules. Data parallelism is the "data" axis plus the
+"fsdp" axis for the batch; parameters are split over "fsdp" (ZeRO-3 style) and "tensor" (Megatron style).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jukejax.config import ConfigError, MeshConfig
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# (logical name, mesh axis or axes). The batch is split over every axis that replicates computation.
+LOGICAL_RULES: Tuple[Tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
+    ("length", None),
+    ("conv_in", None),
+    ("conv_out", "fsdp"),
+    ("kernel", None),
+    ("codebook", None),
+)
+
+
+def mesh_shape(config: MeshConfig, n_devices: int) -> Tuple[int, int, int]:
+    """Resolve -1 to the remaining devices and check the mesh fits on `n_devices`."""
+    sizes = [config.data, config.fsdp, config.tensor]
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if n_devices % known:
+            raise ConfigError(f"mesh: {n_devices} devices cannot be split with fixed axes of product {known} "
+                              f"(data={config.data} fsdp={config.fsdp} tensor={config.tensor})")
+        sizes[sizes.index(-1)] = n_devices // known
+    if int(np.prod(sizes)) > n_devices:
+        raise ConfigError(f"mesh: data*fsdp*tensor = {int(np.prod(sizes))} but only {n_devices} devices are "
+                          f"available (data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]})")
+    return tuple(sizes)
+
+
+def make_mesh(config: Optional[MeshConfig] = None, devices: Optional[Sequence[Any]] = None) -> Mesh:
+    """One mesh with axes ("data", "fsdp", "tensor") over `devices` (default: all devices)."""
+    config = config or MeshConfig()
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(config, len(devices))
+    devices = devices[:int(np.prod(shape))]  # fixed sizes smaller than the device count use the first ones
+    # Auto axes: GSPMD propagates shardings from the inputs and logical constraints (topology-aware device
+    # order on TPU/GPU; a plain reshape on CPU).
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
+                         devices=devices)
+
+
+def logical_to_spec(logical_axes: Sequence[Optional[str]], rules=LOGICAL_RULES) -> P:
+    return nn.logical_to_mesh_axes(tuple(logical_axes), rules)
+
+
+def _fit_spec(spec: P, shape: Tuple[int, ...], mesh: Mesh) -> P:
+    """Drop mesh axes from dimensions they do not divide, so any shape can be placed on any mesh."""
+    out = []
+    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        kept = []
+        size = 1
+        for name in names:
+            if dim % (size * mesh.shape[name]) == 0:
+                kept.append(name)
+                size *= mesh.shape[name]
+        out.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+    return P(*out)
+
+
+def batch_sharding(mesh: Mesh, ndim: int, rules=LOGICAL_RULES) -> NamedSharding:
+    """Leading axis split over the batch axes, the rest replicated."""
+    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))
+
+
+def shard_batch(batch: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
+    """Place a host batch (a pytree of arrays with a leading batch axis) on the mesh.
+
+    Single process: the arrays are the global batch. Multi-process: each process passes its own rows and
+    the result is the global array assembled from all processes.
+    """
+    def place(x):
+        x = np.asarray(x)
+        if x.dtype.kind in "OUS":  # text (lyrics) stays on the host
+            return x
+        sharding = NamedSharding(mesh, _fit_spec(batch_sharding(mesh, x.ndim, rules).spec, x.shape, mesh))
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        return jax.make_array_from_process_local_data(sharding, x)
+    return jax.tree.map(place, batch)
+
+
+def param_shardings(abstract_tree: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
+    """NamedShardings for a tree of (possibly `nn.Partitioned`-boxed) abstract params.
+
+    Leaves boxed with logical names (`nn.with_logical_partitioning`) get the mapped spec, unboxed leaves are
+    replicated. Axes that do not divide a dimension are dropped rather than failing.
+    """
+    logical = nn.get_partition_spec(abstract_tree)
+    specs = nn.logical_to_mesh(logical, rules)
+    unboxed = nn.unbox(abstract_tree)
+
+    def to_sharding(spec, leaf):
+        spec = spec if isinstance(spec, P) else P()
+        return NamedSharding(mesh, _fit_spec(spec, tuple(leaf.shape), mesh))
+    return jax.tree.map(to_sharding, specs, unboxed, is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_params(tree: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
+    """Place a concrete param tree on the mesh following its logical axes (replicated where unnamed)."""
+    shardings = param_shardings(jax.eval_shape(lambda: tree), mesh, rules)
+    return jax.tree.map(lambda x, s: jax.device_put(x, s), nn.unbox(tree), shardings)
+
+
+def bytes_per_device(abstract_tree: Any, shardings: Any) -> int:
+    """Bytes one device holds for `abstract_tree` placed with `shardings` (no allocation)."""
+    total = 0
+    for leaf, sharding in zip(jax.tree.leaves(nn.unbox(abstract_tree)), jax.tree.leaves(shardings)):
+        shard = sharding.shard_shape(tuple(leaf.shape))
+        total += int(np.prod(shard)) * jnp.dtype(leaf.dtype).itemsize
+    return total
