@@ -1,0 +1,273 @@
+"""The training loop, written once: the VQ-VAE and the priors plug in a `Task`.
+
+Mesh-sharded, jit-compiled steps; Orbax checkpoints (keep N, async, resume from the latest automatically,
+with the data iterator's state and the task's metadata); TensorBoard scalars and audio; a tqdm bar.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import time
+from typing import Any, Dict, Iterator, Optional, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import linen as nn
+
+from jukejax import parallel
+from jukejax.config import MeshConfig, OptimConfig, TrainConfig
+from jukejax.train import state as state_lib
+
+log = logging.getLogger("jukejax.train")
+
+
+class Task(Protocol):
+    """What a model brings to the loop."""
+    name: str
+
+    def init_variables(self, rng: jax.Array, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """All variable collections ("params" and e.g. "codebook"), possibly boxed with logical axes."""
+
+    def loss_fn(self, params, extra, batch, rng, train: bool):
+        """(loss, (new_extra, metrics)); see `state_lib.LossFn`."""
+
+    def train_iterator(self, seed: int) -> Iterator[Dict[str, np.ndarray]]:
+        """Endless iterator of host batches with `get_state()`/`set_state()` (Grain)."""
+
+    def eval_batches(self) -> Optional[Iterator[Dict[str, np.ndarray]]]:
+        """A few held-out batches, or None."""
+
+    def metadata(self) -> Dict[str, Any]:
+        """JSON saved with every checkpoint (e.g. the bandwidth normalisers)."""
+
+    def summaries(self, writer, step: int, params, extra, batch) -> None:
+        """Extra TensorBoard output (audio of reconstructions)."""
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    optim: OptimConfig
+    train: TrainConfig
+    mesh: MeshConfig
+
+
+def _iterator_state(iterator) -> Any:
+    state = iterator.get_state()
+    return state.decode("latin-1") if isinstance(state, bytes) else state
+
+
+def _set_iterator_state(iterator, state) -> None:
+    try:
+        iterator.set_state(state)
+    except TypeError:
+        iterator.set_state(state.encode("latin-1"))
+
+
+def check_workdir(workdir: str) -> pathlib.Path:
+    """Fail before any work if the workdir cannot be written."""
+    path = pathlib.Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_probe_{os.getpid()}"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"workdir {workdir}: not writable ({e.strerror or e})") from None
+    return path
+
+
+class Trainer:
+    """Owns the mesh, the compiled step and the checkpoint manager for one task."""
+
+    def __init__(self, task: Task, config: LoopConfig, workdir: str):
+        self.task, self.config = task, config
+        self.workdir = check_workdir(workdir)
+        self.mesh = parallel.make_mesh(config.mesh)
+        self.tx = state_lib.make_optimizer(config.optim)
+        self.manager = ocp.CheckpointManager(
+            (self.workdir / "checkpoints").absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True,
+                                                 enable_async_checkpointing=True),
+        )
+        self._step_fn = None
+
+    # ----- state -------------------------------------------------------------------------------------
+    def _abstract_state(self, batch) -> Any:
+        rng = jax.random.PRNGKey(self.config.train.seed)
+
+        def make(rng, batch):
+            variables = self.task.init_variables(rng, batch)
+            return state_lib.init_state(nn.unbox(variables), self.tx, rng, self.config.optim), variables
+        abstract_state, boxed = jax.eval_shape(make, rng, batch)
+        return abstract_state, boxed
+
+    def state_shardings(self, batch) -> Any:
+        abstract, boxed = self._abstract_state(batch)
+        param_sh = parallel.param_shardings(boxed["params"], self.mesh)
+        rep = parallel.replicated(self.mesh)
+        # Optimiser moments and the EMA mirror the params' tree and are sharded like them.
+        return abstract.replace(
+            step=rep, params=param_sh, extra=jax.tree.map(lambda _: rep, abstract.extra),
+            opt_state=_map_param_like(abstract.opt_state, abstract.params, param_sh, rep),
+            ema_params=None if abstract.ema_params is None else param_sh,
+            rng=rep, skipped=rep, skipped_in_a_row=rep), abstract
+
+    def init(self, batch) -> state_lib.TrainState:
+        shardings, _ = self.state_shardings(batch)
+        rng = jax.random.PRNGKey(self.config.train.seed)
+
+        def make(rng, batch):
+            variables = nn.unbox(self.task.init_variables(rng, batch))
+            return state_lib.init_state(variables, self.tx, rng, self.config.optim)
+        with jax.set_mesh(self.mesh):
+            return jax.jit(make, out_shardings=shardings)(rng, batch)
+
+    # ----- checkpoints -------------------------------------------------------------------------------
+    def save(self, state, iterator, force: bool = False) -> None:
+        step = int(state.step)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave({"iterator": _iterator_state(iterator)}),
+            meta=ocp.args.JsonSave(self.task.metadata()),
+        )
+        self.manager.save(step, args=args, force=force)
+
+    def restore(self, batch, iterator, step: Optional[int] = None):
+        step = self.manager.latest_step() if step is None else step
+        if step is None:
+            return None
+        shardings, abstract = self.state_shardings(batch)
+        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+        if iterator is not None:
+            _set_iterator_state(iterator, restored["data"]["iterator"])
+        return restored["state"]
+
+    # ----- the loop ----------------------------------------------------------------------------------
+    def compiled_step(self):
+        if self._step_fn is None:
+            self._step_fn = jax.jit(state_lib.make_train_step(self.task.loss_fn, self.tx, self.config.optim),
+                                    donate_argnums=0)
+        return self._step_fn
+
+    def run(self, max_consecutive_skips: int = 20, stop_after: Optional[int] = None) -> Dict[str, list]:
+        """Train until `train.num_steps` (or `stop_after` more steps). Returns the logged history."""
+        cfg = self.config.train
+        iterator = self.task.train_iterator(cfg.seed)
+        first = next(iterator)
+        host_batch = first
+        with jax.set_mesh(self.mesh):
+            batch = parallel.shard_batch(host_batch, self.mesh)
+            state = self.restore(batch, iterator)
+            if state is None:
+                state = self.init(batch)
+                resumed = False
+            else:
+                resumed = True
+                host_batch = next(iterator)
+        start = int(state.step)
+        log.info("%s: %s at step %d in %s", self.task.name, "resumed" if resumed else "started", start,
+                 self.workdir)
+        writer = _writer(self.workdir) if jax.process_index() == 0 else None
+        history: Dict[str, list] = {"step": [], "loss": []}
+        step_fn = self.compiled_step()
+        end = cfg.num_steps if stop_after is None else min(cfg.num_steps, start + stop_after)
+        bar = _progress(start, cfg.num_steps)
+        t0, t_last = time.time(), time.time()
+        step = start
+        with jax.set_mesh(self.mesh):
+            while step < end:
+                batch = parallel.shard_batch(host_batch, self.mesh)
+                state, metrics = step_fn(state, batch)
+                step += 1
+                loss = float(metrics["loss"])
+                history["step"].append(step)
+                history["loss"].append(loss)
+                if not bool(metrics["step_ok"]):
+                    log.warning("step %d skipped: loss %s, grad norm %s (%d skipped so far)", step, loss,
+                                float(metrics["grad_norm"]), int(metrics["skipped"]))
+                    if int(state.skipped_in_a_row) > max_consecutive_skips:
+                        raise FloatingPointError(
+                            f"{int(state.skipped_in_a_row)} steps in a row had a non-finite loss or gradient; "
+                            f"stopping (last good checkpoint: step {self.manager.latest_step()})")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                if step % cfg.log_every == 0 or step == end:
+                    now = time.time()
+                    scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+                    scalars["steps_per_second"] = cfg.log_every / max(now - t_last, 1e-9)
+                    t_last = now
+                    if writer is not None:
+                        for k, v in scalars.items():
+                            writer.add_scalar(f"train/{k}", v, step)
+                    log.info("step %d: %s", step, json.dumps({k: round(v, 5) for k, v in scalars.items()}))
+                if step % cfg.eval_every == 0 or step == end:
+                    self.evaluate(state, step, writer, host_batch)
+                if step % cfg.checkpoint_every == 0 or step == end:
+                    # Saved before the next batch is drawn, so the iterator resumes at that batch.
+                    self.save(state, iterator)
+                if step < end:
+                    host_batch = next(iterator)
+        self.manager.wait_until_finished()
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        log.info("%s: %d steps in %.1f s", self.task.name, step - start, time.time() - t0)
+        self.state = state
+        return history
+
+    def evaluate(self, state, step: int, writer, host_batch) -> Dict[str, float]:
+        params = state.ema_params if state.ema_params is not None else state.params
+        batches = self.task.eval_batches()
+        totals: Dict[str, list] = {}
+        eval_fn = jax.jit(lambda p, e, b: self.task.loss_fn(p, e, b, jax.random.PRNGKey(0), False))
+        for eval_batch in (batches or []):
+            loss, (_, metrics) = eval_fn(params, state.extra, parallel.shard_batch(eval_batch, self.mesh))
+            for k, v in dict(metrics, loss=loss).items():
+                if np.ndim(v) == 0:
+                    totals.setdefault(k, []).append(float(v))
+        means = {k: float(np.mean(v)) for k, v in totals.items()}
+        if writer is not None:
+            for k, v in means.items():
+                writer.add_scalar(f"eval/{k}", v, step)
+            self.task.summaries(writer, step, params, state.extra, parallel.shard_batch(host_batch, self.mesh))
+        if means:
+            log.info("eval step %d: %s", step, json.dumps({k: round(v, 5) for k, v in means.items()}))
+        return means
+
+
+def _map_param_like(tree, params, param_sh, rep):
+    """Shard every sub-tree of the optimiser state that has the params' structure like the params."""
+    params_def = jax.tree.structure(params)
+
+    def visit(node):
+        if jax.tree.structure(node) == params_def:
+            return param_sh
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            return type(node)(*[visit(c) for c in node])
+        if isinstance(node, (tuple, list)):
+            return type(node)(visit(c) for c in node)
+        if isinstance(node, dict):
+            return {k: visit(v) for k, v in node.items()}
+        return jax.tree.map(lambda _: rep, node)
+    return visit(tree)
+
+
+def _writer(workdir: pathlib.Path):
+    from tensorboardX import SummaryWriter
+    return SummaryWriter(str(workdir / "tensorboard"))
+
+
+def _progress(start: int, total: int):
+    if jax.process_index() != 0:
+        return None
+    from tqdm import tqdm
+    return tqdm(initial=start, total=total, dynamic_ncols=True, mininterval=2.0)
