@@ -79,7 +79,7 @@ class VQVAEConfig:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where training audio comes from and how windows are cut (reference §4.3)."""
-    dataset_dir: str = ""           # a TFDS data_dir written by `jukejax.data.build`
+    dataset_dir: str = ""           # a TFDS data_dir written by `jukejax.data.build_dataset`
     dataset_name: str = "jukejax_music"
     split: str = "train"
     sample_length: int = 393216     # samples per training example (9 s at 44.1 kHz for the VQ-VAE)
@@ -87,10 +87,17 @@ class DataConfig:
     aug_shift: bool = True
     aug_blend: bool = True
     seed: int = 0
-    worker_count: int = 0
+    worker_count: int = 0           # Grain worker processes (0: threads in the training process)
+    mono: bool = True               # mix to one channel (random blend with aug_blend), as the released models
+    max_bow_genre_size: int = 1     # genre slots in the labels: 5 for v2 (5b) models, 1 for v3 (1b)
+    num_epochs: Optional[int] = None  # None repeats forever
 
     def __post_init__(self):
-        _positive(self, "data", "sample_length", "batch_size")
+        _positive(self, "data", "sample_length", "batch_size", "max_bow_genre_size")
+        if self.worker_count < 0:
+            raise ConfigError(f"data.worker_count is {self.worker_count}; expected 0 or more")
+        if self.num_epochs is not None and self.num_epochs <= 0:
+            raise ConfigError(f"data.num_epochs is {self.num_epochs}; expected a positive integer or None")
 
 
 @dataclasses.dataclass(frozen=True)
