@@ -90,12 +90,12 @@ def shard_batch(batch: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
     """Place a host batch (a pytree of arrays with a leading batch axis) on the mesh.
 
     Single process: the arrays are the global batch. Multi-process: each process passes its own rows and
-    the result is the global array assembled from all processes.
+    the result is the global array assembled from all processes. Text fields (raw lyrics) cannot live on
+    a device and are left out: tokenise them on the host first.
     """
+    batch = {k: v for k, v in batch.items() if np.asarray(v).dtype.kind not in "OUS"}
     def place(x):
         x = np.asarray(x)
-        if x.dtype.kind in "OUS":  # text (lyrics) stays on the host
-            return x
         sharding = NamedSharding(mesh, _fit_spec(batch_sharding(mesh, x.ndim, rules).spec, x.shape, mesh))
         if jax.process_count() == 1:
             return jax.device_put(x, sharding)

@@ -175,7 +175,7 @@ class Trainer:
         log.info("%s: %s at step %d in %s", self.task.name, "resumed" if resumed else "started", start,
                  self.workdir)
         writer = _writer(self.workdir) if jax.process_index() == 0 else None
-        history: Dict[str, list] = {"step": [], "loss": []}
+        history: Dict[str, list] = {"step": [], "loss": [], "logs": []}
         step_fn = self.compiled_step()
         end = cfg.num_steps if stop_after is None else min(cfg.num_steps, start + stop_after)
         bar = _progress(start, cfg.num_steps)
@@ -207,6 +207,7 @@ class Trainer:
                     if writer is not None:
                         for k, v in scalars.items():
                             writer.add_scalar(f"train/{k}", v, step)
+                    history["logs"].append(dict(scalars, step=step))
                     log.info("step %d: %s", step, json.dumps({k: round(v, 5) for k, v in scalars.items()}))
                 if step % cfg.eval_every == 0 or step == end:
                     self.evaluate(state, step, writer, host_batch)

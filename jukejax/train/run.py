@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from jukejax.checkpoint import write_config
 from jukejax.config import ConfigError, MeshConfig, OptimConfig, TrainConfig, build
 from jukejax.train import loop
 
@@ -27,5 +28,7 @@ def describe(config) -> Dict[str, Any]:
 
 def train(config, workdir: str) -> Dict[str, list]:
     module = _task_module(config)
+    loop.check_workdir(workdir)
     task = module.make_task(config, workdir)
+    write_config(workdir, config)
     return loop.Trainer(task, loop_config(config), workdir).run()

@@ -1,0 +1,62 @@
+"""Read a trained model back from a workdir: `config.json` + the latest Orbax checkpoint.
+
+Kept below `train/` so that command-line tools (VQ-VAE encode/decode, sampling) can load weights without
+building an optimiser.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Dict, Optional, Tuple
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or does not match its config."""
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> pathlib.Path:
+    """Store the run's config beside its checkpoints (atomically), so tools can rebuild the model."""
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(config.to_json(indent=2))
+    tmp.replace(path)
+    return path
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; expected a training workdir written by train.py")
+    try:
+        return ml_collections.ConfigDict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def load_variables(workdir: str, step: Optional[int] = None, use_ema: bool = True
+                   ) -> Tuple[ml_collections.ConfigDict, Dict[str, Any], int]:
+    """(config, variables, step): `variables` = {"params": EMA (or raw) params, other collections...}."""
+    import orbax.checkpoint as ocp
+
+    config = read_config(workdir)
+    directory = (pathlib.Path(workdir) / CHECKPOINT_DIR).absolute()
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no checkpoints; train first or point --checkpoint at a workdir")
+    manager = ocp.CheckpointManager(directory)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"{directory}: holds no complete checkpoint")
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    except Exception as e:  # orbax raises many types for truncated or foreign directories
+        raise CheckpointError(f"{directory}/{step}: cannot be restored ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    state = restored["state"]
+    params = state.get("ema_params") if use_ema and state.get("ema_params") is not None else state["params"]
+    return config, {"params": params, **(state.get("extra") or {})}, int(step)
