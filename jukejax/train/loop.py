@@ -94,7 +94,7 @@ class Trainer:
             options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True,
                                                  enable_async_checkpointing=True),
         )
-        self._step_fn = None
+        self._step_fn = self._eval_fn = None
 
     # ----- state -------------------------------------------------------------------------------------
     def _abstract_state(self, batch) -> Any:
@@ -229,7 +229,9 @@ class Trainer:
         params = state.ema_params if state.ema_params is not None else state.params
         batches = self.task.eval_batches()
         totals: Dict[str, list] = {}
-        eval_fn = jax.jit(lambda p, e, b: self.task.loss_fn(p, e, b, jax.random.PRNGKey(0), False))
+        if self._eval_fn is None:
+            self._eval_fn = jax.jit(lambda p, e, b: self.task.loss_fn(p, e, b, jax.random.PRNGKey(0), False))
+        eval_fn = self._eval_fn
         for eval_batch in (batches or []):
             loss, (_, metrics) = eval_fn(params, state.extra, parallel.shard_batch(eval_batch, self.mesh))
             for k, v in dict(metrics, loss=loss).items():

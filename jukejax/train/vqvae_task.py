@@ -36,6 +36,7 @@ class VQVAETask:
     def __init__(self, config: VQVAEConfig, data: DataConfig, bandwidth: losses.Bandwidth):
         self.config, self.data, self.bandwidth = config, data, bandwidth
         self.model = VQVAE(config)
+        self._reconstruct = jax.jit(lambda p, e, x: self.model.apply({"params": p, **e}, x, train=False))
 
     def init_variables(self, rng, batch):
         return self.model.init({"params": rng}, batch["audio"], train=False)
@@ -50,7 +51,11 @@ class VQVAETask:
         else:
             out = self.model.apply(variables, x, train=False)
         loss, metrics = losses.vqvae_loss(x, out["x_outs"], out["commit_losses"], self.bandwidth, self.config)
-        return loss, (extra, {**metrics, **_level_metrics(out["metrics"])})
+        per_level = dict(out["metrics"])
+        if "usage" in per_level:
+            # Codes below the usage threshold are the ones restarted from encoder outputs this step.
+            per_level["restarts"] = self.config.l_bins - per_level["usage"]
+        return loss, (extra, {**metrics, **_level_metrics(per_level)})
 
     def train_iterator(self, seed: int):
         return data_pipeline.make_pipeline_from_config(self.data)
@@ -75,7 +80,7 @@ class VQVAETask:
 
     def summaries(self, writer, step, params, extra, batch) -> None:
         x = batch["audio"][:1]
-        out = jax.jit(lambda p, e, x: self.model.apply({"params": p, **e}, x, train=False))(params, extra, x)
+        out = self._reconstruct(params, extra, x)
         writer.add_audio("audio/input", np.asarray(x[0, :, 0]), step, sample_rate=self.config.sr)
         for level, x_out in enumerate(out["x_outs"]):
             audio = np.clip(np.asarray(x_out[0, :, 0]), -1.0, 1.0)
