@@ -13,7 +13,10 @@ def _task_module(config):
     if model == "vqvae":
         from jukejax.train import vqvae_task
         return vqvae_task
-    raise ConfigError(f"config.model is {model!r}; expected 'vqvae'")
+    if model == "prior":
+        from jukejax.train import prior_task
+        return prior_task
+    raise ConfigError(f"config.model is {model!r}; expected 'vqvae' or 'prior'")
 
 
 def loop_config(config) -> loop.LoopConfig:

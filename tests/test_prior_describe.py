@@ -1,0 +1,39 @@
+"""`train.py --describe` for priors: parameter counts of the released configs, computed with eval_shape."""
+import importlib
+
+import pytest
+
+from jukejax.train import run as run_lib
+
+# What the PyTorch port counts for the same shapes (issue #4), and the original's parameter layout.
+RELEASED = {
+    "prior_5b_lyrics": 5_640_506_800,
+    "prior_1b_lyrics": 947_003_392,
+    "upsampler_level_0": 981_298_176,
+    "upsampler_level_1": 981_298_176,
+    "prior_5b": 5_060_000_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_released_param_counts(name):
+    info = run_lib.describe(importlib.import_module(f"configs.{name}").get_config())
+    assert abs(info["params"] - RELEASED[name]) <= 0.01 * RELEASED[name], info["params"]
+    assert len(info["attention_pattern"]) == {"prior_5b_lyrics": 79}.get(name, 72)
+    assert info["params"] == sum(info["params_by_module"].values())
+
+
+def test_describe_fields_for_the_1b_top_prior():
+    info = run_lib.describe(importlib.import_module("configs.prior_1b_lyrics").get_config())
+    assert info["level"] == 2 and info["n_ctx"] == 6144 and info["n_tokens"] == 384
+    assert abs(info["context_seconds"] - 6144 * 128 / 44100) < 1e-9
+    pattern = info["attention_pattern"]
+    assert [d for d, t in enumerate(pattern) if t == "prime_attn"] == [15, 31, 63]
+    assert [d for d, t in enumerate(pattern) if t == "dense_attn"] == [47]
+
+
+@pytest.mark.parametrize("name", ["small_prior", "small_upsampler", "small_labelled_prior",
+                                  "small_single_enc_dec_prior", "small_sep_enc_dec_prior"])
+def test_small_recipes_build(name):
+    info = run_lib.describe(importlib.import_module(f"configs.{name}").get_config())
+    assert info["params"] > 1e8
