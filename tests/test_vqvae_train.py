@@ -9,24 +9,14 @@ import soundfile as sf
 
 from configs import tiny_vqvae
 from jukejax.data import BuildConfig, build_dataset
+from jukejax.testing import melody
 from jukejax.train import run as run_lib
 
 SR = 8000
 
 
 def _song(rng, seconds):
-    """A melody of harmonic notes with a little noise: enough structure for a codebook to learn."""
-    t = np.arange(int(seconds * SR)) / SR
-    out = np.zeros_like(t)
-    note_len = 0.25
-    for start in np.arange(0, seconds, note_len):
-        f0 = 110 * 2 ** (rng.integers(0, 24) / 12)
-        mask = (t >= start) & (t < start + note_len)
-        env = np.exp(-6 * (t[mask] - start))
-        for h in range(1, 5):
-            out[mask] += env * np.sin(2 * np.pi * f0 * h * t[mask]) / h
-    out += 0.01 * rng.normal(size=t.shape)
-    return (0.4 * out / np.abs(out).max()).astype(np.float32)
+    return melody(rng, seconds, SR)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,18 @@
-"""Command line for datasets: `python -m jukejax.data build --audio_dir DIR --data_dir OUT [--sr 44100 ...]`
-and `python -m jukejax.data info --data_dir OUT`."""
+"""Command line for datasets: `python -m jukejax.data build --audio_dir DIR --data_dir OUT [--sr 44100 ...]`,
+`python -m jukejax.data info --data_dir OUT`, and
+`python -m jukejax.data encode --data_dir OUT --vqvae_checkpoint WORKDIR --out_dir CODES [--chunk_seconds 60 ...]`
+(pre-encode every song into a `jukejax_codes` dataset for prior training; see jukejax/data/codes.py)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
-from typing import Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
 
 from jukejax.config import ConfigError
 from jukejax.data.builder import BuildConfig, DatasetError, build_dataset, load_summary
@@ -31,7 +36,87 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     info = commands.add_parser("info", help="print the build summary of a dataset")
     info.add_argument("--data_dir", required=True)
+    encode = commands.add_parser("encode", help="encode every song of a jukejax_music dataset with a trained "
+                                                "VQ-VAE into a jukejax_codes dataset")
+    encode.add_argument("--data_dir", required=True, help="the audio dataset (data_dir of `build`)")
+    encode.add_argument("--vqvae_checkpoint", required=True, help="workdir of a trained VQ-VAE (train.py)")
+    encode.add_argument("--out_dir", required=True, help="output TFDS data_dir for the codes")
+    encode.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    encode.add_argument("--splits", default=None, help="comma-separated splits (default: all)")
+    encode.add_argument("--levels", default=None, help="comma-separated levels to store (default: all)")
+    encode.add_argument("--chunk_seconds", type=float, default=60.0,
+                        help="audio per encoder call (rounded down to top hops); bounds memory")
+    encode.add_argument("--context_seconds", type=float, default=1.0,
+                        help="audio encoded and dropped either side of each chunk, against edge effects")
+    encode.add_argument("--chunk_batch", type=int, default=1, help="chunks per encoder call")
+    encode.add_argument("--overwrite", action="store_true", help="replace an existing codes dataset")
     return parser
+
+
+class VQVAEEncodeFn:
+    """`encode_fn` of `jukejax.data.codes.encode_dataset` from a VQ-VAE: float32 audio (N, T, 1) -> codes
+    (N, T // hop_l) int32 for every level, one jitted `VQVAE.encode`. `config` is its VQVAEConfig."""
+
+    def __init__(self, model, variables, config, info: Optional[Dict[str, Any]] = None):
+        import jax
+
+        self.config = config
+        self.info = dict(info or {})
+        self._variables = jax.device_put(variables)
+        self._encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))
+
+    def __call__(self, x) -> List[np.ndarray]:
+        return [np.asarray(z) for z in self._encode(self._variables, x)]
+
+
+def make_vqvae_encode_fn(vqvae_workdir: str, step: Optional[int] = None) -> VQVAEEncodeFn:
+    """Load a trained VQ-VAE (EMA weights) from its workdir and wrap its encoder as an `encode_fn`.
+
+    The VQ-VAE is imported here, not at module level: data sits below the models (STYLE.md)."""
+    import jax
+
+    from jukejax.checkpoint import load_variables
+    from jukejax.config import VQVAEConfig, build
+    from jukejax.vqvae.model import VQVAE
+
+    config, variables, step = load_variables(vqvae_workdir, step=step)
+    if config.get("model") != "vqvae":
+        raise ConfigError(f"{vqvae_workdir}: holds a {config.get('model')!r} model; expected a vqvae")
+    vq = build(VQVAEConfig, config.vqvae, "vqvae")
+    variables = jax.tree.map(np.asarray, variables)
+    info = {"vqvae_checkpoint": os.path.abspath(vqvae_workdir), "step": step, "l_bins": vq.l_bins,
+            "levels": vq.levels}
+    return VQVAEEncodeFn(VQVAE(vq), variables, vq, info)
+
+
+def _int_list(text: Optional[str], what: str) -> Optional[List[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--{what} is {text!r}; expected comma-separated integers") from None
+
+
+def encode(args) -> Dict[str, Any]:
+    from jukejax.data.codes import encode_dataset
+    from jukejax.checkpoint import CheckpointError
+
+    sample_rate = int(load_summary(args.data_dir)["sample_rate"])
+    try:
+        encode_fn = make_vqvae_encode_fn(args.vqvae_checkpoint, step=args.step)
+    except CheckpointError as err:
+        raise DatasetError(str(err)) from None
+    vq = encode_fn.config
+    if vq.sr != sample_rate:
+        raise ConfigError(f"the VQ-VAE in {args.vqvae_checkpoint} was trained at vqvae.sr {vq.sr} but the "
+                          f"dataset {args.data_dir} is at {sample_rate} Hz; rebuild it with --sr {vq.sr}")
+    splits = None if args.splits is None else [s.strip() for s in args.splits.split(",") if s.strip()]
+    return encode_dataset(args.data_dir, args.out_dir, encode_fn, hop_lengths=vq.hop_lengths,
+                          levels=_int_list(args.levels, "levels"), splits=splits,
+                          chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds,
+                          chunk_batch=args.chunk_batch, code_dtype="int16" if vq.l_bins <= 2**15 else "int32",
+                          encoder_info=encode_fn.info, overwrite=args.overwrite)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -46,6 +131,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             # TFDS prints progress to stdout; keep stdout for the summary JSON so it can be piped.
             with contextlib.redirect_stdout(sys.stderr):
                 summary = build_dataset(config, args.data_dir, overwrite=args.overwrite)
+        elif args.command == "encode":
+            with contextlib.redirect_stdout(sys.stderr):
+                summary = encode(args)
         else:
             summary = load_summary(args.data_dir)
     except (ConfigError, DatasetError) as err:
