@@ -80,6 +80,8 @@ class VQVAEConfig:
 class DataConfig:
     """Where training audio comes from and how windows are cut (reference §4.3)."""
     dataset_dir: str = ""           # a TFDS data_dir written by `jukejax.data.build_dataset`
+    raw_audio: bool = False         # priors: encode audio batches with the frozen VQ-VAE every step instead
+                                    # of reading pre-encoded codes (the original's way; slower)
     codes_dir: str = ""             # priors: pre-encoded codes (`python -m jukejax.data encode`); empty: made
                                     # in WORKDIR/codes from dataset_dir with config.vqvae_checkpoint
     dataset_name: str = "jukejax_music"

@@ -53,6 +53,23 @@ def test_upsampler_trains_on_the_same_codes(vqvae_run):
     assert losses[-5:].mean() < losses[:5].mean()
 
 
+@pytest.mark.slow
+def test_prior_trains_on_raw_audio_with_bf16_compute(vqvae_run):
+    """The original's way (encode every batch with the frozen VQ-VAE), with bf16 compute / fp32 params."""
+    root, data = vqvae_run
+    config = tiny_prior.get_config()
+    config.vqvae_checkpoint = str(root / "vqvae")
+    config.data.dataset_dir = str(data)
+    config.data.raw_audio = True
+    config.prior.dtype = "bfloat16"
+    config.train.num_steps = 20
+    history = run_lib.train(config, str(root / "raw"))
+    losses = np.asarray(history["loss"])
+    print(f"raw-audio bf16 prior loss {losses[:5].mean():.3f} -> {losses[-5:].mean():.3f}")
+    assert np.isfinite(losses).all() and losses[-5:].mean() < losses[:5].mean()
+    assert not (root / "raw" / "codes").exists()
+
+
 def test_missing_codes_is_a_clear_error(tmp_path):
     config = tiny_prior.get_config()
     with pytest.raises(ValueError, match="no pre-encoded codes"):

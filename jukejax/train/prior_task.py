@@ -22,8 +22,9 @@ EVAL_BATCHES = 2
 class PriorTask:
     name = "prior"
 
-    def __init__(self, config: PriorConfig, data: DataConfig, codes_dir: str):
+    def __init__(self, config: PriorConfig, data: DataConfig, codes_dir: str, encode_fn=None):
         self.config, self.data, self.codes_dir = config, data, codes_dir
+        self.encode_fn = encode_fn  # set: train on raw audio, encoded every step by the frozen VQ-VAE
         self.model = Prior(config)
 
     @staticmethod
@@ -47,9 +48,22 @@ class PriorTask:
             num_epochs=num_epochs, worker_count=self.data.worker_count)
 
     def train_iterator(self, seed: int):
+        if self.encode_fn is not None:
+            return self._raw_audio_pipeline()
         return self._pipeline(self.data.split, self.data.seed)
 
+    def _raw_audio_pipeline(self):
+        from jukejax.data import pipeline as audio_pipeline
+        audio = audio_pipeline.make_pipeline(
+            audio_pipeline.load_source(self.data.dataset_dir, self.data.split),
+            sample_length=self.config.sample_length, batch_size=self.data.batch_size, seed=self.data.seed,
+            aug_shift=self.data.aug_shift, aug_blend=self.data.aug_blend, mono=True,
+            max_bow_genre_size=self.config.hps.max_bow_genre_size, worker_count=self.data.worker_count)
+        return EncodingIterator(audio, self.encode_fn, self.config)
+
     def eval_batches(self):
+        if self.encode_fn is not None:
+            return None
         try:
             iterator = self._pipeline("test", 1234)
             return [next(iterator) for _ in range(EVAL_BATCHES)]
@@ -63,24 +77,76 @@ class PriorTask:
         pass
 
 
+def _frozen_vqvae(config, pc: PriorConfig, data: DataConfig, why: str):
+    vqvae_checkpoint = config.get("vqvae_checkpoint")
+    if not vqvae_checkpoint or not data.dataset_dir:
+        raise ConfigError(f"{why}: set data.dataset_dir and vqvae_checkpoint (a trained VQ-VAE workdir)")
+    from jukejax.data.__main__ import make_vqvae_encode_fn
+    encode_fn = make_vqvae_encode_fn(vqvae_checkpoint)
+    hops = tuple(encode_fn.config.hop_lengths)
+    if hops != tuple(pc.vqvae.hop_lengths):
+        raise ConfigError(f"vqvae_checkpoint {vqvae_checkpoint} has hop lengths {hops}; the prior's config.vqvae "
+                          f"has {tuple(pc.vqvae.hop_lengths)}")
+    return encode_fn
+
+
 def make_task(config, workdir: str) -> PriorTask:
     pc = prior_config(config)
     data = build(DataConfig, config.get("data"), "data")
     codes_dir = data.codes_dir or str(pathlib.Path(workdir) / "codes")
+    if data.raw_audio:
+        return PriorTask(pc, data, codes_dir, _frozen_vqvae(config, pc, data, "data.raw_audio needs audio"))
     if not codes_lib.codes_path(codes_dir).exists():
-        vqvae_checkpoint = config.get("vqvae_checkpoint")
-        if not vqvae_checkpoint or not data.dataset_dir:
-            raise ConfigError(f"no pre-encoded codes at {codes_dir}: set data.codes_dir, or data.dataset_dir and "
-                              f"vqvae_checkpoint to encode them first")
-        from jukejax.data.__main__ import make_vqvae_encode_fn
-        log.info("pre-encoding %s with the VQ-VAE at %s into %s", data.dataset_dir, vqvae_checkpoint, codes_dir)
-        encode_fn = make_vqvae_encode_fn(vqvae_checkpoint)
-        hops = encode_fn.config.hop_lengths
-        if tuple(hops) != tuple(pc.vqvae.hop_lengths):
-            raise ConfigError(f"vqvae_checkpoint {vqvae_checkpoint} has hop lengths {tuple(hops)}; the prior's "
-                              f"config.vqvae has {tuple(pc.vqvae.hop_lengths)}")
-        codes_lib.encode_dataset(data.dataset_dir, codes_dir, encode_fn, hop_lengths=hops)
+        encode_fn = _frozen_vqvae(config, pc, data, f"no pre-encoded codes at {codes_dir}")
+        log.info("pre-encoding %s into %s", data.dataset_dir, codes_dir)
+        codes_lib.encode_dataset(data.dataset_dir, codes_dir, encode_fn, hop_lengths=pc.vqvae.hop_lengths)
     return PriorTask(pc, data, codes_dir)
+
+
+class EncodingIterator:
+    """Audio batches -> prior batches: codes from the frozen VQ-VAE, y in the original layout built on the host.
+
+    Resumable like the audio iterator it wraps (its state is the audio iterator's)."""
+
+    def __init__(self, audio_iterator, encode_fn, config: PriorConfig):
+        self.audio, self.encode_fn, self.config = audio_iterator, encode_fn, config
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Dict[str, np.ndarray]:
+        c, hps = self.config, self.config.hps
+        batch = next(self.audio)
+        codes = self.encode_fn(batch["audio"])
+        out = {"z": np.asarray(codes[c.level], np.int32)}
+        if c.upsampler is not None:
+            out["z_cond"] = np.asarray(codes[c.level + 1], np.int32)
+        if hps.labels:
+            out["y"] = self._labels(batch)
+        return out
+
+    def _labels(self, batch) -> np.ndarray:
+        from jukejax.prior import lyrics as lyrics_lib
+        c, hps = self.config, self.config.hps
+        rows = []
+        for i in range(batch["audio"].shape[0]):
+            total, offset = int(batch["total_length"][i]), int(batch["offset"][i])
+            genres = list(np.asarray(batch["genre"][i]).reshape(-1))[:hps.max_bow_genre_size]
+            genres += [-1] * (hps.max_bow_genre_size - len(genres))
+            row = [total, offset, c.sample_length, int(batch["artist"][i]), *genres]
+            if c.n_tokens:
+                text = lyrics_lib.clean_lyrics(str(batch["lyrics"][i]), hps.labels_v3)
+                window, _ = lyrics_lib.lyric_window(lyrics_lib.tokenize(text, hps.labels_v3), total, offset,
+                                                    c.sample_length, c.n_tokens)
+                row += list(window)
+            rows.append(row)
+        return np.asarray(rows, np.int64)
+
+    def get_state(self):
+        return self.audio.get_state()
+
+    def set_state(self, state):
+        self.audio.set_state(state)
 
 
 def _count(tree) -> int:
