@@ -107,6 +107,23 @@ class ConditionalAutoregressive(nn.Module):
         h = jnp.concatenate([start, h[:, :-1]], axis=1)  # roll right by one, position 0 = start
         return h + self.pos_emb() + x_cond, x_cond
 
+    def embed_at(self, token: jax.Array, t: jax.Array, x_cond_t: Optional[jax.Array] = None,
+                 y_cond: Optional[jax.Array] = None) -> Tuple[jax.Array, jax.Array]:
+        """`embed` at the single position t (cached decoding; original `get_emb`): (N, 1, w) states, x_cond_t.
+
+        token (N,) is x[t-1], the input of position t after the shift; position 0 takes y_cond / start_token
+        instead (t may be traced). x_cond_t is x_cond at position t, (N, 1, w), or None without x_cond.
+        """
+        c = self.config
+        n = token.shape[0]
+        x_cond_t = self._check_conds(n, 1, x_cond_t, y_cond)
+        h = self.x_emb(token)[:, None]
+        start = (y_cond.astype(jnp.float32) if c.y_cond
+                 else jnp.broadcast_to(self.start_token[None], (n, 1, c.width)))
+        h = jnp.where(t == 0, start, h)
+        pos = jax.lax.dynamic_slice_in_dim(self.pos_emb(), t, 1, axis=0)
+        return h + pos + x_cond_t, x_cond_t
+
     def head(self, h: jax.Array, x_cond: jax.Array) -> jax.Array:
         """Hidden states (fp32) after the stack -> logits, or the activations when only_encode."""
         c = self.config

@@ -89,6 +89,17 @@ class FactoredAttention(nn.Module):
     def project_out(self, a: jax.Array) -> jax.Array:
         return self.c_proj(a)
 
+    def query(self, x: jax.Array) -> jax.Array:
+        """q alone: a cached cross-attention (type 6) layer has its encoder K/V already projected."""
+        if self.attn_func == CROSS:
+            return self.c_attn(x)
+        return self.qkv(x)[0]
+
+    def encoder_kv_proj(self, encoder_kv: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        """k, v of a type-6 layer from encoder_kv, as `qkv` computes them (in the compute dtype)."""
+        k, v = jnp.split(self.c_enc_kv(encoder_kv.astype(self.config.compute_dtype)), 2, axis=-1)
+        return k, v
+
     def __call__(self, x: jax.Array, encoder_kv: Optional[jax.Array] = None) -> jax.Array:
         if self.attn_func == CROSS and encoder_kv is not None and encoder_kv.shape[1] != self.config.encoder_dims:
             raise ValueError(f"encoder_kv has length {encoder_kv.shape[1]}, expected encoder_dims "
@@ -141,6 +152,23 @@ class ResAttnBlock(nn.Module):
 
     def __call__(self, x: jax.Array, encoder_kv: Optional[jax.Array] = None) -> jax.Array:
         return self.residual(x, self.attn(self.norm(self.ln_0, x), encoder_kv))
+
+    # Cached decoding (jukejax.sample) runs a block in two halves around its own cache-reading attend.
+    def attn_qkv(self, x: jax.Array, encoder_kv: Optional[jax.Array] = None):
+        """ln_0 then the attention projections: q, k, v (k, v from encoder_kv for type 6)."""
+        return self.attn.qkv(self.norm(self.ln_0, x), encoder_kv)
+
+    def attn_query(self, x: jax.Array) -> jax.Array:
+        """ln_0 then q alone (type-6 layers while sampling: the encoder K/V are cached)."""
+        return self.attn.query(self.norm(self.ln_0, x))
+
+    def attn_encoder_kv(self, encoder_kv: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        """k, v of a type-6 layer, computed once per window while sampling."""
+        return self.attn.encoder_kv_proj(encoder_kv)
+
+    def attn_residual(self, x: jax.Array, a: jax.Array) -> jax.Array:
+        """The block's output from its input x and the attended values a (before c_proj)."""
+        return self.residual(x, self.attn.project_out(a))
 
 
 class _PeriodBlock(nn.Module):

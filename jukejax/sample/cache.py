@@ -1,0 +1,233 @@
+"""KV caches for sampling a prior: one fixed-shape layout per attention type (reference §2.3, §3.1).
+
+The original grows each layer's cache with `torch.cat` and trims it to `_suff_cache_len` after every token.
+Here every layer's cache is allocated once for the whole window and addressed by the position t, so one
+compiled loop can run a window with no shape changes. Per layer, `k` and `v` each have the shape below
+(N samples, S = n_state = m_attn * width; bc = block_ctx = n_ctx // blocks):
+
+| type | layout (per array)      | slot of position p                   | step at t reads                             |
+|------|-------------------------|--------------------------------------|---------------------------------------------|
+| 0    | (N, n_ctx, S)           | p                                    | every slot, visible if slot <= t            |
+| 1    | ring (N, bc, S)         | p % bc                               | every slot, visible if slot <= t % bc       |
+| 2    | (N, bc, blocks, S)      | [p % bc, p // bc] (column-major)     | column t % bc, (N, blocks, S), visible if   |
+|      |                         |                                      | row <= t // bc                              |
+| 3    | ring (N, 2 bc, S)       | p % (2 bc)                           | the bc slots of block t // bc - 1, no mask; |
+|      |                         |                                      | output 0 in block 0                         |
+| 4, 5 | (N, blocks * spread, S) | (p // bc + 1) * spread + p % bc      | the spread zero slots first, then every     |
+|      |                         | - (bc - spread), for the last spread | slot whose position <= t                    |
+|      |                         | positions of blocks 0..blocks-2      |                                             |
+| 6    | (N, encoder_dims, S)    | encoder position, filled once        | every slot, no mask                         |
+| 7    | (N, prime_attn_len, S)  | p, while p < prime_attn_len          | every slot, visible if slot <= t            |
+
+(spread is 1 for type 4.) The original keeps the same keys (`_suff_cache_len`): the current block for 1, the
+previous and the current block for 3, the first `_prime_len` positions for 7, the encoder K/V for 6, and
+everything for 0 and 2 (2 reads one column of it). It has no sampling path for types 4 and 5
+(`_suff_cache_len` raises for 4, `summary_spread_attn` asserts "Not yet implemented" for 5); the layout here
+samples both and is checked against the teacher-forced pass like every other type.
+
+Stale or never-written slots are harmless: every read is masked to positions <= t, which this window has
+written, so a cache can be reused for the next window without clearing it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jukejax.prior.attention import (BLOCK, CROSS, DENSE, PREV_BLOCK, PRIME, SUMMARY, SUMMARY_SPREAD,
+                                     TRANSPOSE_BLOCK, attend)
+from jukejax.prior.config import TransformerConfig
+
+Cache = Dict[str, Dict[str, jax.Array]]  # {"_attn_mods_{d}": {"k": ..., "v": ...}}
+
+
+def layer_name(d: int) -> str:
+    return f"_attn_mods_{d}"
+
+
+def summary_spread(config: TransformerConfig, attn_func: int) -> int:
+    return 1 if attn_func == SUMMARY else config.spread
+
+
+def layer_shape(config: TransformerConfig, attn_func: int, batch: int) -> Tuple[int, ...]:
+    """Shape of one layer's k (and v) cache."""
+    c, s = config, config.n_state
+    if attn_func == DENSE:
+        return (batch, c.n_ctx, s)
+    if attn_func == BLOCK:
+        return (batch, c.block_ctx, s)
+    if attn_func == TRANSPOSE_BLOCK:
+        return (batch, c.block_ctx, c.blocks, s)
+    if attn_func == PREV_BLOCK:
+        return (batch, 2 * c.block_ctx, s)
+    if attn_func in (SUMMARY, SUMMARY_SPREAD):
+        return (batch, c.blocks * summary_spread(c, attn_func), s)
+    if attn_func == CROSS:
+        return (batch, c.encoder_dims, s)
+    if attn_func == PRIME:
+        return (batch, c.prime_attn_len, s)
+    raise ValueError(f"attn_func {attn_func!r} is not one of the attention types 0-7")
+
+
+def layer_logical_axes(attn_func: int) -> Tuple[Optional[str], ...]:
+    """Logical axis names of a layer's k/v cache (`jukejax.parallel` rules): samples over the batch axes,
+    the attention state over "heads" like c_attn's output."""
+    if attn_func == TRANSPOSE_BLOCK:
+        return ("batch", None, None, "heads")
+    return ("batch", None, "heads")
+
+
+def cache_spec(config: TransformerConfig, batch: int, dtype: Any = None) -> Cache:
+    """The cache as a tree of `jax.ShapeDtypeStruct` (nothing allocated)."""
+    dtype = jnp.dtype(dtype or config.compute_dtype)
+    spec = {}
+    for d, f in enumerate(config.attn_funcs):
+        shape = layer_shape(config, f, batch)
+        spec[layer_name(d)] = {"k": jax.ShapeDtypeStruct(shape, dtype), "v": jax.ShapeDtypeStruct(shape, dtype)}
+    return spec
+
+
+def init_cache(config: TransformerConfig, batch: int, dtype: Any = None) -> Cache:
+    """Zero caches for every layer of `config` (dtype defaults to the compute dtype)."""
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache_spec(config, batch, dtype))
+
+
+def cache_bytes(config: TransformerConfig, batch: int = 1, dtype: Any = None) -> int:
+    """Bytes of the caches of `batch` samples, from the shapes alone."""
+    return sum(math.prod(s.shape) * s.dtype.itemsize for s in jax.tree.leaves(cache_spec(config, batch, dtype)))
+
+
+def cache_logical_axes(config: TransformerConfig) -> Dict[str, Dict[str, Tuple[Optional[str], ...]]]:
+    """Logical axes of every cache leaf, for `jukejax.parallel.logical_to_spec`."""
+    return {layer_name(d): {"k": layer_logical_axes(f), "v": layer_logical_axes(f)}
+            for d, f in enumerate(config.attn_funcs)}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Index maps (static numpy: which position each slot holds).
+
+def ring_positions(size: int, last: int) -> np.ndarray:
+    """Position held by each slot of a ring of `size` once positions 0..last are written (-1: none)."""
+    slots = np.arange(size)
+    return last - (last - slots) % size
+
+
+def summary_positions(config: TransformerConfig, attn_func: int) -> np.ndarray:
+    """Position of each summary slot (b, s): (b-1)*bc + bc - spread + s; -1 for the zero keys of b = 0."""
+    spread, bc = summary_spread(config, attn_func), config.block_ctx
+    slot = np.arange(config.blocks * spread)
+    b, s = slot // spread, slot % spread
+    return np.where(b == 0, -1, (b - 1) * bc + bc - spread + s)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Writing: one position while stepping, or a whole primed prefix at once.
+
+def _store(buf: jax.Array, value: jax.Array, index: Tuple[Any, ...], write: Any = True) -> jax.Array:
+    """dynamic_update_slice of value (same rank as buf) at index; where `write` is False the slot is kept."""
+    value = value.astype(buf.dtype)
+    if write is not True:
+        value = jnp.where(write, value, jax.lax.dynamic_slice(buf, index, value.shape))
+    return jax.lax.dynamic_update_slice(buf, value, index)
+
+
+def write_step(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: jax.Array, t: jax.Array,
+               config: TransformerConfig) -> Dict[str, jax.Array]:
+    """Store the k, v (N, 1, S) of position t in a self-attention layer's cache."""
+    c = config
+    zero = jnp.zeros((), jnp.int32)
+    if attn_func == TRANSPOSE_BLOCK:
+        index, k, v, write = (zero, t % c.block_ctx, t // c.block_ctx, zero), k[:, None], v[:, None], True
+    elif attn_func in (SUMMARY, SUMMARY_SPREAD):
+        spread, bc = summary_spread(c, attn_func), c.block_ctx
+        r, b = t % bc, t // bc
+        write = (r >= bc - spread) & (b < c.blocks - 1)
+        slot = jnp.where(write, (b + 1) * spread + r - (bc - spread), 0)
+        index = (zero, slot, zero)
+    elif attn_func == PRIME:
+        write = t < c.prime_attn_len
+        index = (zero, jnp.minimum(t, c.prime_attn_len - 1), zero)
+    else:
+        size = c.n_ctx if attn_func == DENSE else c.block_ctx if attn_func == BLOCK else 2 * c.block_ctx
+        index, write = (zero, t % size, zero), True
+    return {"k": _store(layer["k"], k, index, write), "v": _store(layer["v"], v, index, write)}
+
+
+def write_prefix(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: jax.Array, last: int,
+                 config: TransformerConfig) -> Dict[str, jax.Array]:
+    """Store positions 0..last (static) of k, v (N, P, S), P > last, as if stepped through one by one.
+
+    For type 6, k and v are the encoder K/V (N, encoder_dims, S) and replace the cache.
+    """
+    c = config
+
+    def fill(buf, x):
+        x = x.astype(buf.dtype)
+        if attn_func == CROSS:
+            return x
+        if attn_func in (DENSE, PRIME):
+            n = min(last + 1, buf.shape[1])
+            return jax.lax.dynamic_update_slice_in_dim(buf, x[:, :n], 0, axis=1)
+        if attn_func == TRANSPOSE_BLOCK:
+            bc = c.block_ctx
+            rows = -(-(last + 1) // bc)
+            x = x[:, :rows * bc]
+            if x.shape[1] < rows * bc:  # P need not be a multiple of bc for a pure prefix read
+                x = jnp.pad(x, ((0, 0), (0, rows * bc - x.shape[1]), (0, 0)))
+            x = x.reshape(x.shape[0], rows, bc, x.shape[-1]).swapaxes(1, 2)  # (N, bc, rows, S)
+            written = (np.arange(rows)[None, :] * bc + np.arange(bc)[:, None]) <= last
+            x = jnp.where(written[None, :, :, None], x, buf[:, :, :rows])
+            return jax.lax.dynamic_update_slice_in_dim(buf, x, 0, axis=2)
+        if attn_func in (BLOCK, PREV_BLOCK):
+            pos = ring_positions(buf.shape[1], last)
+        else:  # summary
+            pos = summary_positions(c, attn_func)
+            pos = np.where(pos <= last, pos, -1)
+        written = pos >= 0
+        gathered = x[:, np.clip(pos, 0, x.shape[1] - 1)]
+        return jnp.where(written[None, :, None], gathered, buf)
+
+    return {"k": fill(layer["k"], k), "v": fill(layer["v"], v)}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reading: the attention of the query at position t over one layer's cache.
+
+def attend_step(attn_func: int, layer: Dict[str, jax.Array], q: jax.Array, t: jax.Array,
+                config: TransformerConfig) -> jax.Array:
+    """Attention output (N, 1, S), before c_proj, of the query q (N, 1, S) at position t.
+
+    The cache must already hold position t (`write_step`) for self-attention types.
+    """
+    c = config
+    k, v = layer["k"].astype(q.dtype), layer["v"].astype(q.dtype)
+    if attn_func == DENSE:
+        mask = jnp.arange(c.n_ctx) <= t
+    elif attn_func == BLOCK:
+        mask = jnp.arange(c.block_ctx) <= t % c.block_ctx
+    elif attn_func == TRANSPOSE_BLOCK:
+        col = t % c.block_ctx
+        k = jax.lax.dynamic_index_in_dim(k, col, axis=1, keepdims=False)  # (N, blocks, S)
+        v = jax.lax.dynamic_index_in_dim(v, col, axis=1, keepdims=False)
+        mask = jnp.arange(c.blocks) <= t // c.block_ctx
+    elif attn_func == PREV_BLOCK:
+        bc = c.block_ctx
+        start = ((t // bc - 1) % 2) * bc
+        k = jax.lax.dynamic_slice_in_dim(k, start, bc, axis=1)
+        v = jax.lax.dynamic_slice_in_dim(v, start, bc, axis=1)
+        a = attend(q, k, v, None, n_head=c.heads)
+        # Block 0 attends to block_ctx zero keys and values in the original: the output is exactly 0.
+        return jnp.where(t >= bc, a, jnp.zeros_like(a))
+    elif attn_func in (SUMMARY, SUMMARY_SPREAD):
+        pos = summary_positions(c, attn_func)
+        mask = (pos < 0) | (pos <= t)
+    elif attn_func == CROSS:
+        mask = None
+    elif attn_func == PRIME:
+        mask = jnp.arange(c.prime_attn_len) <= t
+    else:
+        raise ValueError(f"attn_func {attn_func!r} is not one of the attention types 0-7")
+    return attend(q, k, v, mask, n_head=c.heads)
