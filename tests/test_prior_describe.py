@@ -37,3 +37,10 @@ def test_describe_fields_for_the_1b_top_prior():
 def test_small_recipes_build(name):
     info = run_lib.describe(importlib.import_module(f"configs.{name}").get_config())
     assert info["params"] > 1e8
+
+
+@pytest.mark.parametrize("name,limit", [("prior_1b_lyrics", 0.4e9), ("prior_5b_lyrics", 1.0e9)])
+def test_kv_cache_fits_the_original_readme(name, limit):
+    info = run_lib.describe(importlib.import_module(f"configs.{name}").get_config())
+    print(name, info["kv_cache_bytes_per_sample"])
+    assert 0 < info["kv_cache_bytes_per_sample"] <= limit

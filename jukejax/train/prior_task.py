@@ -7,6 +7,7 @@ import pathlib
 from typing import Any, Dict, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
@@ -14,6 +15,7 @@ from jukejax.config import ConfigError, DataConfig, build
 from jukejax.data import codes as codes_lib
 from jukejax.prior.attention import ATTN_NAMES
 from jukejax.prior.prior import Prior, PriorConfig, abstract_params, prior_config
+from jukejax.sample import cache as cache_lib
 
 log = logging.getLogger("jukejax.train")
 EVAL_BATCHES = 2
@@ -170,4 +172,7 @@ def describe(config) -> Dict[str, Any]:
         "tokens_per_second": pc.vqvae.sr / hop,
         "attention_pattern": [ATTN_NAMES[f] for f in pc.transformer.attn_funcs],
         "sample_rate": pc.vqvae.sr,
+        # fixed-shape sampling caches per sample in bf16 (the original README: ~0.4 GB for 1b_lyrics,
+        # ~1 GB for 5b_lyrics)
+        "kv_cache_bytes_per_sample": cache_lib.cache_bytes(pc.transformer, batch=1, dtype=jnp.bfloat16),
     }
