@@ -60,3 +60,21 @@ def load_variables(workdir: str, step: Optional[int] = None, use_ema: bool = Tru
     state = restored["state"]
     params = state.get("ema_params") if use_ema and state.get("ema_params") is not None else state["params"]
     return config, {"params": params, **(state.get("extra") or {})}, int(step)
+
+
+def save_variables(workdir: str, config: ml_collections.ConfigDict, variables: Dict[str, Any], step: int = 0
+                   ) -> pathlib.Path:
+    """Write a workdir that `load_variables` reads: config.json + an Orbax checkpoint of `variables`
+    ({"params": ..., other collections...}) at `step`, in the layout the training loop uses."""
+    import orbax.checkpoint as ocp
+
+    path = pathlib.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {"params": variables["params"], "extra": {k: v for k, v in variables.items() if k != "params"},
+             "step": step}
+    manager = ocp.CheckpointManager((path / CHECKPOINT_DIR).absolute(),
+                                    options=ocp.CheckpointManagerOptions(create=True))
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+    manager.wait_until_finished()
+    write_config(workdir, config)
+    return path
