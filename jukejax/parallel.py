@@ -129,6 +129,22 @@ def shard_params(tree: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
     return jax.tree.map(lambda x, s: jax.device_put(x, s), nn.unbox(tree), shardings)
 
 
+def memory_plan(abstract_params: Any, config: MeshConfig, n_devices: Optional[int] = None,
+                rules=LOGICAL_RULES) -> dict:
+    """Per-device bytes of fp32 params, Adam moments and the weight EMA on a mesh of `config`'s shape,
+    from shapes alone (an abstract mesh: the devices need not exist here). Activations are not counted."""
+    shape = mesh_shape(config, n_devices or (int(np.prod([s for s in (config.data, config.fsdp, config.tensor)]))
+                                              if -1 not in (config.data, config.fsdp, config.tensor)
+                                              else jax.device_count()))
+    mesh = jax.sharding.AbstractMesh(shape, MESH_AXES)
+    shardings = param_shardings(abstract_params, mesh, rules)
+    params = bytes_per_device(abstract_params, shardings)
+    return {"mesh": dict(zip(MESH_AXES, shape)), "params_bytes_per_device": params,
+            "opt_state_bytes_per_device": 2 * params,  # Adam's two moments, sharded like the params
+            "ema_bytes_per_device": params,
+            "train_state_bytes_per_device": 4 * params}
+
+
 def bytes_per_device(abstract_tree: Any, shardings: Any) -> int:
     """Bytes one device holds for `abstract_tree` placed with `shardings` (no allocation)."""
     total = 0

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from jukejax.config import ConfigError, DataConfig, build
+from jukejax import parallel
+from jukejax.config import ConfigError, DataConfig, MeshConfig, build
 from jukejax.data import codes as codes_lib
 from jukejax.prior.attention import ATTN_NAMES
 from jukejax.prior.prior import Prior, PriorConfig, abstract_params, prior_config
@@ -157,7 +158,8 @@ def _count(tree) -> int:
 
 def describe(config) -> Dict[str, Any]:
     pc: PriorConfig = prior_config(config)
-    params = nn.unbox(abstract_params(pc))
+    boxed = abstract_params(pc)
+    params = nn.unbox(boxed)
     hop = pc.raw_to_tokens
     return {
         "model": "prior",
@@ -175,4 +177,7 @@ def describe(config) -> Dict[str, Any]:
         # fixed-shape sampling caches per sample in bf16 (the original README: ~0.4 GB for 1b_lyrics,
         # ~1 GB for 5b_lyrics)
         "kv_cache_bytes_per_sample": cache_lib.cache_bytes(pc.transformer, batch=1, dtype=jnp.bfloat16),
+        # sampling: bf16 weights replicated on each data-parallel device (split over fsdp/tensor if set)
+        "sampling_params_bytes_bf16": _count(params) * 2,
+        "memory_plan": parallel.memory_plan(boxed, build(MeshConfig, config.get("mesh"), "mesh")),
     }

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from jukejax.config import DataConfig, VQVAEConfig, build
+from jukejax import parallel
+from jukejax.config import DataConfig, MeshConfig, VQVAEConfig, build
 from jukejax.data import pipeline as data_pipeline
 from jukejax.vqvae import losses
 from jukejax.vqvae.model import VQVAE, abstract_variables, count_params
@@ -117,7 +118,8 @@ def make_task(config, workdir: str) -> VQVAETask:
 
 def describe(config) -> Dict[str, Any]:
     vq = build(VQVAEConfig, config.get("vqvae"), "vqvae")
-    params = nn.unbox(abstract_variables(vq)["params"])
+    boxed = abstract_variables(vq)["params"]
+    params = nn.unbox(boxed)
     by_module = {name: int(sum(np.prod(l.shape) for l in jax.tree.leaves(tree))) for name, tree in params.items()}
     return {
         "model": "vqvae",
@@ -128,4 +130,5 @@ def describe(config) -> Dict[str, Any]:
         "hop_lengths": list(vq.hop_lengths),
         "tokens_per_second": [vq.sr / hop for hop in vq.hop_lengths],
         "sample_rate": vq.sr,
+        "memory_plan": parallel.memory_plan(boxed, build(MeshConfig, config.get("mesh"), "mesh")),
     }
