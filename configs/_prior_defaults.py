@@ -29,8 +29,11 @@ def prior_defaults(level: int):
         # sampling
         fp16_params=False, alignment_layer=None, alignment_head=None,
     ))
-    c.data = ml_collections.ConfigDict(dict(dataset_dir="", batch_size=4, aug_shift=True, aug_blend=True,
-                                            seed=0, max_bow_genre_size=5))
+    # dataset_dir: audio (jukejax.data build); codes_dir: pre-encoded codes (made from dataset_dir with
+    # vqvae_checkpoint when empty); raw_audio: encode audio every step instead.
+    c.data = ml_collections.ConfigDict(dict(dataset_dir="", codes_dir="", raw_audio=False, split="train",
+                                            batch_size=4, aug_shift=True, aug_blend=True, seed=0,
+                                            max_bow_genre_size=5, worker_count=0))
     c.optim = ml_collections.ConfigDict(dict(lr=3e-4, beta2=0.999, weight_decay=0.0, lr_warmup=100,
                                              grad_clip=1.0, ema_mu=0.999))
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))

@@ -17,8 +17,8 @@ def get_config():
         dilation_growth_rate=3, dilation_cycle=None, reverse_decoder_dilation=True, revival_threshold=1.0,
     ))
     # Paper: 9-second clips (393,216 samples), batch 256, lr 3e-4.
-    c.data = ml_collections.ConfigDict(dict(dataset_dir="", sample_length=393216, batch_size=256,
-                                            aug_shift=True, aug_blend=True, seed=0))
+    c.data = ml_collections.ConfigDict(dict(dataset_dir="", split="train", sample_length=393216, batch_size=256,
+                                            aug_shift=True, aug_blend=True, seed=0, worker_count=0))
     c.optim = ml_collections.ConfigDict(dict(lr=3e-4, weight_decay=0.0, lr_warmup=100, grad_clip=1.0,
                                              ema_mu=0.999))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -48,12 +48,18 @@ def load_variables(workdir: str, step: Optional[int] = None, use_ema: bool = Tru
     directory = (pathlib.Path(workdir) / CHECKPOINT_DIR).absolute()
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no checkpoints; train first or point --checkpoint at a workdir")
-    manager = ocp.CheckpointManager(directory)
+    manager = ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()})
     step = manager.latest_step() if step is None else step
     if step is None:
         raise CheckpointError(f"{directory}: holds no complete checkpoint")
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        # Restore onto this process's first device whatever mesh wrote it (a pod checkpoint on one host).
+        import jax
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        metadata = manager.item_metadata(step)["state"]
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata,
+                              is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     except Exception as e:  # orbax raises many types for truncated or foreign directories
         raise CheckpointError(f"{directory}/{step}: cannot be restored ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None

@@ -35,6 +35,25 @@ LOGICAL_RULES: Tuple[Tuple[str, Any], ...] = (
 )
 
 
+def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None, from_environment: bool = False) -> bool:
+    """Join JAX's multi-process runtime when asked: explicitly (coordinator address, process count and id)
+    or from the cluster's environment (TPU pods, SLURM, Open MPI: `from_environment`). Returns whether it
+    did. On CPU, processes talk through gloo collectives."""
+    if not (coordinator_address or from_environment):
+        return False
+    # Only the CPU backend reads this; GPUs and TPUs keep their own collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator_address:
+        if num_processes is None or process_id is None:
+            raise ConfigError("--coordinator_address needs --num_processes and --process_id")
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id)
+    else:
+        jax.distributed.initialize()
+    return True
+
+
 def mesh_shape(config: MeshConfig, n_devices: int) -> Tuple[int, int, int]:
     """Resolve -1 to the remaining devices and check the mesh fits on `n_devices`."""
     sizes = [config.data, config.fsdp, config.tensor]
