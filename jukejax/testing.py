@@ -42,3 +42,30 @@ def write_songs(folder, n: int, seconds: float, sr: int, seed: int = 0,
     if lines:
         (folder / "metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return folder
+
+
+def fake_encode_fn(hop_lengths: Sequence[int], bins: int = 32):
+    """A deterministic stand-in for a VQ-VAE encoder: each hop's mean level quantised to `bins` codes."""
+    def encode(audio):
+        out = []
+        for hop in hop_lengths:
+            frames = audio[:, : audio.shape[1] // hop * hop, 0].reshape(audio.shape[0], -1, hop).mean(-1)
+            out.append(np.clip(((frames + 0.4) / 0.8 * bins).astype(np.int64), 0, bins - 1))
+        return out
+    return encode
+
+
+def make_codes_dataset(root, hop_lengths: Sequence[int] = (4, 8, 16), sr: int = 8000, n_songs: int = 4,
+                       seconds: float = 4.0) -> pathlib.Path:
+    """Songs -> audio dataset -> codes dataset (fake encoder) under `root`; returns the codes dir. For tests of
+    prior training that do not need a trained VQ-VAE."""
+    from jukejax.data import BuildConfig, build_dataset
+    from jukejax.data import codes as codes_lib
+
+    root = pathlib.Path(root)
+    audio = write_songs(root / "audio", n_songs, seconds, sr, artists=["a", "b"], genres=["x", "y"])
+    build_dataset(BuildConfig(audio_dir=str(audio), sr=sr, channels=1, window_seconds=2.0, test_fraction=0.25),
+                  str(root / "data"))
+    codes_lib.encode_dataset(str(root / "data"), str(root / "codes"), fake_encode_fn(hop_lengths),
+                             hop_lengths=hop_lengths, chunk_seconds=1.0, context_seconds=0.0)
+    return root / "codes"

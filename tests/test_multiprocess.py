@@ -10,34 +10,12 @@ import pathlib
 import numpy as np
 import pytest
 
-from configs import tiny_prior
-from jukejax.data import BuildConfig, build_dataset
-from jukejax.data import codes as codes_lib
-from jukejax.testing import write_songs
+from jukejax.testing import make_codes_dataset
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SR = 8000
-HOPS = (4, 8, 16)  # configs/tiny_vqvae.py
-
-
-def _fake_encode(audio):
-    """Deterministic stand-in for a VQ-VAE: each hop's mean level quantised to 32 codes."""
-    out = []
-    for hop in HOPS:
-        frames = audio[:, : audio.shape[1] // hop * hop, 0].reshape(audio.shape[0], -1, hop).mean(-1)
-        out.append(np.clip(((frames + 0.4) / 0.8 * 32).astype(np.int64), 0, 31))
-    return out
-
-
 @pytest.fixture(scope="module")
 def codes_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mp")
-    audio = write_songs(root / "audio", 4, 4.0, SR, artists=["a", "b"], genres=["x", "y"])
-    build_dataset(BuildConfig(audio_dir=str(audio), sr=SR, channels=1, window_seconds=2.0, test_fraction=0.25),
-                  str(root / "data"))
-    codes_lib.encode_dataset(str(root / "data"), str(root / "codes"), _fake_encode, hop_lengths=HOPS,
-                             chunk_seconds=1.0, context_seconds=0.0)
-    return root / "codes"
+    return make_codes_dataset(tmp_path_factory.mktemp("mp"))
 
 
 def _free_port():

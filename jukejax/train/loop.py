@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import pathlib
+import signal
+import threading
 import time
 from typing import Any, Dict, Iterator, Optional, Protocol
 
@@ -24,6 +26,7 @@ from jukejax.config import MeshConfig, OptimConfig, TrainConfig
 from jukejax.train import state as state_lib
 
 log = logging.getLogger("jukejax.train")
+METRICS_FILE = "metrics.jsonl"
 
 
 class Task(Protocol):
@@ -157,7 +160,26 @@ class Trainer:
         return self._step_fn
 
     def run(self, max_consecutive_skips: int = 20, stop_after: Optional[int] = None) -> Dict[str, list]:
-        """Train until `train.num_steps` (or `stop_after` more steps). Returns the logged history."""
+        """Train until `train.num_steps` (or `stop_after` more steps). Returns the logged history.
+
+        SIGTERM/SIGINT (preemption, Ctrl-C) finish the current step, save a checkpoint and return; a
+        `kill -9` loses at most the steps since the last checkpoint, and the restarted run repeats them
+        exactly (same batches, same keys)."""
+        self._stop_signal = None
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self._request_stop)
+        try:
+            return self._run(max_consecutive_skips, stop_after)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _request_stop(self, signum, frame):
+        self._stop_signal = signum
+
+    def _run(self, max_consecutive_skips: int, stop_after: Optional[int]) -> Dict[str, list]:
         cfg = self.config.train
         iterator = self.task.train_iterator(cfg.seed)
         first = next(iterator)
@@ -208,12 +230,22 @@ class Trainer:
                         for k, v in scalars.items():
                             writer.add_scalar(f"train/{k}", v, step)
                     history["logs"].append(dict(scalars, step=step))
+                    if jax.process_index() == 0:
+                        with open(self.workdir / METRICS_FILE, "a") as f:  # exact floats, for resume checks
+                            f.write(json.dumps(dict(scalars, step=step)) + "\n")
                     log.info("step %d: %s", step, json.dumps({k: round(v, 5) for k, v in scalars.items()}))
                 if step % cfg.eval_every == 0 or step == end:
                     self.evaluate(state, step, writer, host_batch)
                 if step % cfg.checkpoint_every == 0 or step == end:
                     # Saved before the next batch is drawn, so the iterator resumes at that batch.
                     self.save(state, iterator)
+                if self._stop_signal is not None:
+                    if step % cfg.checkpoint_every != 0 and step != end:
+                        self.save(state, iterator, force=True)
+                    log.warning("%s received: saved a checkpoint at step %d and stopped",
+                                signal.Signals(self._stop_signal).name, step)
+                    history["stopped_by_signal"] = [self._stop_signal]
+                    break
                 if step < end:
                     host_batch = next(iterator)
         self.manager.wait_until_finished()
