@@ -2,19 +2,25 @@
 
 The per-module tables live beside their modules (`autoregressive`, `conditioners`); this file only routes
 the prefixes of `SimplePrior` (`prior.`, `y_emb.`, `conditioner_blocks.0.`, `prime_prior.`, ...) to them, so
-every key is consumed exactly once and anything left over is an error listing it.
+every key is consumed exactly once and anything left over is an error listing it. `original_key_shapes` gives
+the same table from the source side (original key -> torch shape), so a checkpoint can be checked whole, before
+any tensor is read (`jukejax.convert`); `original_key` brings any key to the names that table uses.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
+from flax import linen as nn
+from flax import traverse_util
 
-from jukejax.prior.autoregressive import _to_numpy, load_torch_autoregressive
-from jukejax.prior.conditioners import (hf_to_original_conditioner_key, load_torch_label_conditioner,
-                                        load_torch_upsampler_conditioner)
-from jukejax.prior.prior import PriorConfig
+from jukejax.prior.autoregressive import _to_numpy, load_torch_autoregressive, original_key_name
+from jukejax.prior.conditioners import (CONV, CONV_TRANSPOSE, hf_to_original_conditioner_key,
+                                        label_conditioner_torch_keys, load_torch_label_conditioner,
+                                        load_torch_upsampler_conditioner, upsampler_conditioner_torch_keys)
+from jukejax.prior.prior import PriorConfig, abstract_params
 
 # HF `JukeboxPrior` names of the 5b_lyrics lyric encoder, inverted from its convert_jukebox.py (reference §5.3).
 _HF_ENCODER_RULES = (
@@ -78,3 +84,80 @@ def load_torch_prior(state_dict: Mapping[str, Any], config: PriorConfig, hf: boo
         raise ValueError(f"{len(left)} state-dict key(s) not used by a level-{config.level} prior: {shapes}"
                          f"{' ...' if len(left) > 20 else ''}")
     return params
+
+
+_LN = {"scale": "weight", "bias": "bias"}
+_CONV1D = {"kernel": "w", "bias": "b"}
+_COND_RESNET = re.compile(r"^(conditioner_blocks\.0\.cond\.model\.\d+\.0\.)model\.(\d+\.model\.)")
+
+
+def original_key(key: str, hf: bool = False) -> str:
+    """The original `SimplePrior` name of a state-dict key, as `original_key_shapes` lists it: HF-port keys
+    (one `priors.N` module, prefix removed) are renamed with `hf=True`; a `module.` prefix is dropped and
+    conditioner resnet blocks are called `blocks.{d}` (the released checkpoints' name) either way."""
+    key = key[len("module."):] if key.startswith("module.") else key
+    if hf:
+        key = hf_to_original_prior_key(key)
+        for prefix in ("prior.", "prime_prior."):
+            if key.startswith(prefix):
+                key = prefix + original_key_name(key[len(prefix):])
+    return _COND_RESNET.sub(r"\1blocks.\2", key)
+
+
+def _autoregressive_key(path: Tuple[str, ...], shape: Tuple[int, ...]) -> Tuple[str, Tuple[int, ...]]:
+    """(original key, torch shape) of a `ConditionalAutoregressive` param (see its module doc's table)."""
+    head = path[0]
+    if path == ("x_emb", "embedding"):
+        return "x_emb.weight", shape
+    if path == ("pos_emb", "pos_emb"):
+        return "pos_emb.pos_emb", shape
+    if path == ("start_token",):
+        return "start_token", shape
+    if path == ("x_out", "kernel"):
+        return "x_out.weight", shape[::-1]
+    if head == "transformer" and len(path) in (4, 5):
+        layer = path[1][len("_attn_mods_"):]
+        if path[2] in ("ln_0", "ln_1"):
+            return f"transformer._attn_mods.{layer}.{path[2]}.{_LN[path[3]]}", shape
+        return f"transformer._attn_mods.{layer}.{path[2]}.{path[3]}.{_CONV1D[path[4]]}", shape
+    raise ValueError(f"no original key for prior param {'/'.join(path)}")
+
+
+def original_key_shapes(config: PriorConfig) -> Tuple[Dict[str, Tuple[int, ...]], Dict[str, Tuple[int, ...]]]:
+    """(required, optional): original `SimplePrior` key -> torch shape of every tensor `load_torch_prior` reads,
+    and the keys a checkpoint may hold or not (`prior.x_out.weight` when tied to x_emb, which the original
+    lists in its state dict and HF's safetensors drop). Conditioner resnet blocks are named `blocks.{d}`."""
+    if config.transformer.scan:       # the table is per layer; the loader stacks scanned layers itself
+        config = dataclasses.replace(config, transformer=dataclasses.replace(config.transformer, scan=False))
+    flat = traverse_util.flatten_dict(nn.unbox(abstract_params(config)))
+    conditioner_tables = {}
+    if config.labels is not None:
+        conditioner_tables["y_emb"] = label_conditioner_torch_keys(config.labels)
+    if config.upsampler is not None:
+        conditioner_tables["conditioner_blocks_0"] = upsampler_conditioner_torch_keys(config.upsampler)
+    own = {("prime_state_proj", "kernel"): ("prime_state_proj.w", False),
+           ("prime_state_proj", "bias"): ("prime_state_proj.b", False),
+           ("prime_state_ln", "scale"): ("prime_state_ln.weight", False),
+           ("prime_state_ln", "bias"): ("prime_state_ln.bias", False),
+           ("prime_x_out", "kernel"): ("prime_x_out.weight", True)}
+    required: Dict[str, Tuple[int, ...]] = {}
+    for path, leaf in flat.items():
+        shape, head, rest = tuple(leaf.shape), path[0], tuple(path[1:])
+        if head in ("prior", "prime_prior"):
+            key, torch_shape = _autoregressive_key(rest, shape)
+            key = f"{head}.{key}"
+        elif head in conditioner_tables:
+            name, layout = conditioner_tables[head][rest]
+            key = ("y_emb." if head == "y_emb" else "conditioner_blocks.0.") + name
+            torch_shape = (shape[::-1] if layout == CONV else
+                           (shape[1], shape[2], shape[0]) if layout == CONV_TRANSPOSE else shape)
+        elif path in own:
+            key, transposed = own[path]
+            torch_shape = shape[::-1] if transposed else shape
+        else:
+            raise ValueError(f"no original key for prior param {'/'.join(path)}")
+        required[key] = torch_shape
+    optional = {}
+    if config.transformer.tied_output:
+        optional["prior.x_out.weight"] = (config.transformer.bins, config.transformer.width)
+    return required, optional

@@ -136,3 +136,21 @@ def load_hf_state_dict(state_dict: Mapping[str, Any], config: VQVAEConfig,
             raise ValueError(f"HF keys collide after renaming: {key} -> {new}")
         renamed[new] = value
     return load_torch_state_dict(renamed, config, num_tokens)
+
+
+def original_key_shapes(config: VQVAEConfig) -> Dict[str, Tuple[int, ...]]:
+    """Original state-dict key -> torch shape of every tensor `load_torch_state_dict` reads for `config`
+    (the conversion table, inverted to the source side so a checkpoint can be checked before any read)."""
+    params = traverse_util.flatten_dict(nn.unbox(abstract_variables(config)["params"]))
+    table: Dict[str, Tuple[int, ...]] = {}
+    for path, leaf in params.items():
+        key, shape = torch_key_for(path), tuple(leaf.shape)
+        if key.endswith(".bias"):
+            table[key] = shape
+        elif _CONV_TRANSPOSE.match(key):
+            table[key] = (shape[1], shape[2], shape[0])      # flipped (k, in, out) <- (in, out, k)
+        else:
+            table[key] = shape[::-1]                        # (k, in, out) <- (out, in, k)
+    for level in range(config.levels):
+        table[f"bottleneck.level_blocks.{level}.k"] = (config.l_bins, config.emb_width)
+    return table
