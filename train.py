@@ -40,11 +40,12 @@ def main(argv):
                                         FLAGS.distributed)
         run_lib.train(config, FLAGS.workdir)
     except (ConfigError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app.run(lambda argv: sys.exit(main(argv)))
+    from jukejax.cli import parse_flags_or_exit
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags_or_exit)
