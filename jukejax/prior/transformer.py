@@ -100,6 +100,29 @@ class FactoredAttention(nn.Module):
         k, v = jnp.split(self.c_enc_kv(encoder_kv.astype(self.config.compute_dtype)), 2, axis=-1)
         return k, v
 
+    def attention_probs(self, q: jax.Array, k: jax.Array) -> jax.Array:
+        """Softmax probabilities (N, heads, T, K) fp32 of a dense (0), cross (6) or prime (7) layer over
+        full-length q and k: what the original's `record_attn` stores for lyric alignment (`self.w`), computed
+        as `attn_lib.attend` does (q and k each scaled by head_dim**-0.25, masked scores -1e9). A prime layer's
+        keys are its first prime_attn_len positions."""
+        c = self.config
+        if self.attn_func == CROSS:
+            mask = None
+        elif self.attn_func == attn_lib.PRIME:
+            k = k[:, :c.prime_attn_len]
+            mask = attn_lib.causal_mask(q.shape[1], k.shape[1])
+        elif self.attn_func == attn_lib.DENSE:
+            mask = attn_lib.causal_mask(q.shape[1], k.shape[1])
+        else:
+            raise ValueError(f"attention probabilities are kept for dense, cross and prime layers (types 0, 6, "
+                             f"7), not type {self.attn_func}")
+        scale = c.head_dim ** -0.25
+        w = jnp.einsum("nqhd,nkhd->nhqk", attn_lib.split_heads(q * scale, c.heads),
+                       attn_lib.split_heads(k * scale, c.heads), preferred_element_type=jnp.float32)
+        if mask is not None:
+            w = jnp.where(mask, w, jnp.float32(-1e9))
+        return jax.nn.softmax(w, axis=-1)
+
     def __call__(self, x: jax.Array, encoder_kv: Optional[jax.Array] = None) -> jax.Array:
         if self.attn_func == CROSS and encoder_kv is not None and encoder_kv.shape[1] != self.config.encoder_dims:
             raise ValueError(f"encoder_kv has length {encoder_kv.shape[1]}, expected encoder_dims "
@@ -165,6 +188,11 @@ class ResAttnBlock(nn.Module):
     def attn_encoder_kv(self, encoder_kv: jax.Array) -> Tuple[jax.Array, jax.Array]:
         """k, v of a type-6 layer, computed once per window while sampling."""
         return self.attn.encoder_kv_proj(encoder_kv)
+
+    def attn_probs(self, x: jax.Array, encoder_kv: Optional[jax.Array] = None) -> jax.Array:
+        """The block's attention probabilities (N, heads, T, K) for input x (lyric alignment)."""
+        q, k, _ = self.attn_qkv(x, encoder_kv)
+        return self.attn.attention_probs(q, k)
 
     def attn_residual(self, x: jax.Array, a: jax.Array) -> jax.Array:
         """The block's output from its input x and the attended values a (before c_proj)."""

@@ -1,0 +1,322 @@
+"""What a sampling run writes (original `sample.py::_sample` + `save_html.py`), per level in `WORKDIR/level_{l}/`:
+
+    item_{i}.wav      the level's codes decoded by the VQ-VAE at its sample rate (16-bit PCM)
+    item_{i}.png      log-magnitude spectrogram of item_{i}.wav (written here with zlib + struct)
+    codes.npz         the codes so far, rewritten atomically after every window (see `Codes`)
+    index.html        an audio player per item, its labels, and the lyrics lit up in time with the music
+
+The codes file is a plain npz (never a pickle): read it with `np.load(path)` or `read_codes`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import io
+import json
+import os
+import pathlib
+import struct
+import uuid
+import zlib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from jukejax.audio import write_audio
+
+CODES_FILE = "codes.npz"
+INDEX_FILE = "index.html"
+CODES_FORMAT = 1
+
+
+def level_dir(workdir, level: int) -> pathlib.Path:
+    return pathlib.Path(workdir) / f"level_{level}"
+
+
+def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Codes
+
+class CodesError(ValueError):
+    """A codes file that is missing, unreadable or not one this package writes."""
+
+
+@dataclasses.dataclass
+class Codes:
+    """The npz codes file of one level.
+
+    z              int32 (n_samples, tokens so far) of this level
+    zs             every level's codes known when written, keys `z_level_{k}` in the file (z included): upper
+                   levels are final, lower ones are what the run started from (empty, a prompt, a continuation)
+    windows_done   int64 starts of the windows sampled so far, in order; `complete` once the level is full,
+                   `outputs_done` once its wavs, PNGs and index.html are written
+    y              the song's label vector for this level's prior (offset 0), (n_samples, y_width)
+    """
+    level: int
+    z: np.ndarray
+    zs: Dict[int, np.ndarray]
+    sr: int
+    hop_lengths: Tuple[int, ...]
+    artist: List[str]
+    genre: List[str]
+    lyrics: List[str]
+    y: np.ndarray
+    total_length: int
+    sample_length: int
+    windows_done: np.ndarray
+    complete: bool = False
+    outputs_done: bool = False
+    settings: str = "{}"
+
+    @property
+    def hop_length(self) -> int:
+        return self.hop_lengths[self.level]
+
+    @property
+    def n_samples(self) -> int:
+        return self.z.shape[0]
+
+    def seconds(self, level: Optional[int] = None) -> float:
+        level = self.level if level is None else level
+        z = self.zs.get(level, self.z if level == self.level else None)
+        return 0.0 if z is None else z.shape[1] * self.hop_lengths[level] / self.sr
+
+
+def write_codes(path, codes: Codes) -> pathlib.Path:
+    """Write `codes` to `path` atomically (a temporary file renamed over it), so a killed run leaves either
+    the previous file or the new one."""
+    path = pathlib.Path(path)
+    arrays = dict(
+        format=np.int64(CODES_FORMAT), level=np.int64(codes.level), z=np.asarray(codes.z, np.int32),
+        sr=np.int64(codes.sr), hop_length=np.int64(codes.hop_length),
+        hop_lengths=np.asarray(codes.hop_lengths, np.int64),
+        artist=np.asarray(codes.artist, dtype=np.str_), genre=np.asarray(codes.genre, dtype=np.str_),
+        lyrics=np.asarray(codes.lyrics, dtype=np.str_), y=np.asarray(codes.y, np.int64),
+        total_length=np.int64(codes.total_length), sample_length=np.int64(codes.sample_length),
+        windows_done=np.asarray(codes.windows_done, np.int64), complete=np.bool_(codes.complete),
+        outputs_done=np.bool_(codes.outputs_done), settings=np.str_(codes.settings))
+    for level, z in codes.zs.items():
+        arrays[f"z_level_{level}"] = np.asarray(z, np.int32)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_codes(path) -> Codes:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise CodesError(f"codes file {path}: not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+            need = {"format", "level", "z", "sr", "hop_lengths", "windows_done"}
+            if not need <= files:
+                raise CodesError(f"codes file {path}: missing {', '.join(sorted(need - files))}; not a codes.npz "
+                                 f"written by sample.py")
+            if int(data["format"]) != CODES_FORMAT:
+                raise CodesError(f"codes file {path}: format {int(data['format'])}, this version reads "
+                                 f"{CODES_FORMAT}")
+            zs = {int(k[len("z_level_"):]): data[k].astype(np.int32) for k in files if k.startswith("z_level_")}
+            n = data["z"].shape[0]
+            text = lambda k: [str(s) for s in data[k]] if k in files else [""] * n
+            return Codes(
+                level=int(data["level"]), z=data["z"].astype(np.int32), zs=zs, sr=int(data["sr"]),
+                hop_lengths=tuple(int(h) for h in data["hop_lengths"]), artist=text("artist"),
+                genre=text("genre"), lyrics=text("lyrics"),
+                y=data["y"] if "y" in files else np.zeros((n, 0), np.int64),
+                total_length=int(data["total_length"]) if "total_length" in files else 0,
+                sample_length=int(data["sample_length"]) if "sample_length" in files else 0,
+                windows_done=data["windows_done"].astype(np.int64), complete=bool(data.get("complete", False)),
+                outputs_done=bool(data.get("outputs_done", False)),
+                settings=str(data["settings"]) if "settings" in files else "{}")
+    except CodesError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zlib.error) as e:
+        raise CodesError(f"codes file {path}: cannot be read ({type(e).__name__}: {e})") from None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Spectrogram PNG
+
+# A dark-to-light colour ramp (black, indigo, crimson, orange, pale yellow), like the usual "magma" maps.
+_RAMP = np.array([[0, 0, 4], [59, 15, 112], [183, 55, 121], [252, 137, 97], [252, 253, 191]], np.float64)
+
+
+def colour_ramp(v: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> uint8 RGB (..., 3) along `_RAMP`."""
+    v = np.clip(np.asarray(v, np.float64), 0.0, 1.0) * (len(_RAMP) - 1)
+    lo = np.minimum(np.floor(v).astype(int), len(_RAMP) - 2)
+    frac = (v - lo)[..., None]
+    return np.round(_RAMP[lo] * (1 - frac) + _RAMP[lo + 1] * frac).astype(np.uint8)
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG of an (H, W, 3) uint8 image: signature, IHDR, one zlib IDAT, IEND."""
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"png_bytes needs a non-empty (H, W, 3) image, got {rgb.shape}")
+    h, w, _ = rgb.shape
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1).tobytes()  # filter 0
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def spectrogram(audio: np.ndarray, sr: int, max_width: int = 512, max_height: int = 128,
+                dynamic_range_db: float = 80.0) -> np.ndarray:
+    """Log-magnitude STFT image (H, W) in [0, 1], low frequencies at the bottom; at most max_width frames
+    and max_height frequency rows (neighbouring bins averaged)."""
+    x = np.asarray(audio, np.float64).reshape(-1)
+    n_fft = 256 if sr <= 16000 else 1024
+    if x.size < n_fft:
+        x = np.pad(x, (0, n_fft - x.size))
+    hop = max(n_fft // 4, -(-(x.size - n_fft) // max_width) if x.size > n_fft else 1)
+    n_frames = 1 + (x.size - n_fft) // hop
+    frames = np.lib.stride_tricks.as_strided(x, (n_frames, n_fft), (x.strides[0] * hop, x.strides[0]))
+    mag = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1))[:, :n_fft // 2]  # drop Nyquist
+    group = max(1, mag.shape[1] // max_height)
+    mag = mag[:, :mag.shape[1] // group * group].reshape(n_frames, -1, group).mean(axis=2)
+    db = 20 * np.log10(mag + 1e-9)
+    v = (db - (db.max() - dynamic_range_db)) / dynamic_range_db
+    return np.clip(v, 0.0, 1.0).T[::-1]
+
+
+def write_spectrogram_png(path, audio: np.ndarray, sr: int) -> pathlib.Path:
+    path = pathlib.Path(path)
+    _atomic_write_bytes(path, png_bytes(colour_ramp(spectrogram(audio, sr))))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Lyric timings and the HTML page
+
+def char_timings(alignment: Optional[np.ndarray], n_chars: int, hop_length: int, sr: int) -> List[Optional[float]]:
+    """Time in seconds at which each lyric character is sung: the top-level token attending to it most.
+
+    Column j of an alignment is the lyric key at position j, whose input is character j - 1 (keys are shifted
+    by one like every autoregressive input; the original's page shows `[''] + lyrics[:-1]` for the same
+    reason), so character c takes column c + 1; a character no window attended to has no time."""
+    if alignment is None:
+        return [None] * n_chars
+    times: List[Optional[float]] = []
+    peak = alignment.max(axis=0) if alignment.size else np.zeros(alignment.shape[1])
+    best = alignment.argmax(axis=0) if alignment.size else np.zeros(alignment.shape[1], int)
+    for c in range(n_chars):
+        col = c + 1
+        if col < alignment.shape[1] and peak[col] > 0:
+            times.append(round((int(best[col]) + 0.5) * hop_length / sr, 3))
+        else:
+            times.append(None)
+    return times
+
+
+@dataclasses.dataclass
+class HtmlItem:
+    wav: str
+    png: str
+    artist: str
+    genre: str
+    lyrics: str                            # the cleaned lyrics (what the prior reads)
+    timings: Optional[List[Optional[float]]] = None
+
+
+_STYLE = """body{font-family:sans-serif;max-width:1024px;margin:auto;padding:1em;background:#fafafa}
+.item{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1em;margin:1em 0}
+audio{width:100%} img{width:100%;image-rendering:pixelated;height:128px}
+pre{white-space:pre-wrap;font-size:1.1em;line-height:1.5} .sung{color:#c0392b} .now{background:#fde2a7}"""
+
+_SCRIPT = """<script>
+document.querySelectorAll('audio[data-item]').forEach(function (audio) {
+  var spans = document.querySelectorAll('#lyrics_' + audio.dataset.item + ' span[data-t]');
+  audio.addEventListener('timeupdate', function () {
+    var now = audio.currentTime, last = null;
+    spans.forEach(function (s) {
+      var sung = parseFloat(s.dataset.t) <= now;
+      s.className = sung ? 'sung' : '';
+      if (sung && (last === null || parseFloat(s.dataset.t) >= parseFloat(last.dataset.t))) last = s;
+    });
+    if (last) last.className = 'sung now';
+  });
+});
+</script>"""
+
+
+def _lyrics_html(item: int, text: str, timings: Optional[List[Optional[float]]]) -> str:
+    if not text:
+        return ""
+    if timings is None:
+        return f"<pre id='lyrics_{item}'>{html.escape(text)}</pre>"
+    spans = []
+    for ch, t in zip(text, timings):
+        c = html.escape(ch)
+        spans.append(f"<span data-t='{t}'>{c}</span>" if t is not None else c)
+    return f"<pre id='lyrics_{item}'>{''.join(spans)}</pre>"
+
+
+def write_index_html(path, title: str, items: Sequence[HtmlItem], note: str = "") -> pathlib.Path:
+    """One page per level: per item, its player, spectrogram, labels and lyrics (timed when aligned)."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<link rel='icon' href='data:;base64,iVBORw0KGgo='><style>{_STYLE}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    if note:
+        parts.append(f"<p>{html.escape(note)}</p>")
+    for i, it in enumerate(items):
+        parts.append(f"<div class='item'><h2>item {i}</h2>"
+                     f"<div>Artist {html.escape(it.artist)}, Genre {html.escape(it.genre)}</div>"
+                     f"<audio data-item='{i}' src='{html.escape(it.wav)}' controls preload='none'></audio>"
+                     f"<img src='{html.escape(it.png)}' alt='spectrogram of {html.escape(it.wav)}'>"
+                     f"{_lyrics_html(i, it.lyrics, it.timings)}</div>")
+    parts.append(_SCRIPT if any(it.timings for it in items) else "")
+    parts.append("</body></html>\n")
+    path = pathlib.Path(path)
+    _atomic_write_bytes(path, "".join(parts).encode("utf-8"))
+    return path
+
+
+def write_level_audio(directory, audio: np.ndarray, sr: int) -> List[Tuple[str, str]]:
+    """item_{i}.wav and item_{i}.png for each row of audio (N, T); returns their names."""
+    directory = pathlib.Path(directory)
+    names = []
+    for i, x in enumerate(np.asarray(audio, np.float32)):
+        wav, png = f"item_{i}.wav", f"item_{i}.png"
+        write_audio(directory / wav, x, sr)
+        write_spectrogram_png(directory / png, x, sr)
+        names.append((wav, png))
+    return names
+
+
+def write_alignments(path, alignments: Sequence[np.ndarray]) -> pathlib.Path:
+    """Per-item (T, n_chars) alignments as float16 arrays `item_{i}` of an npz."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"item_{i}": np.asarray(a, np.float16) for i, a in enumerate(alignments)})
+    path = pathlib.Path(path)
+    _atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_alignments(path) -> Optional[List[np.ndarray]]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return [data[f"item_{i}"].astype(np.float32) for i in range(len(data.files))]
+
+
+def settings_json(settings: Dict) -> str:
+    return json.dumps(settings, sort_keys=True)
