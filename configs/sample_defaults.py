@@ -40,6 +40,7 @@ def get_config():
     c.keep = ()                             # continue: rows of the codes file to keep (co-composition)
     c.resume = False                        # go on with a killed run in the same workdir
     c.dtype = ""                            # prior compute dtype override, e.g. bfloat16 ('' = the checkpoint's)
+    c.mesh = (-1, 1, 1)                     # (data, fsdp, tensor): items split over all devices by default
     c.cache_dtype = ""                      # KV-cache dtype ('' = the compute dtype)
     c.alignment = True                      # lyric alignment for the html pages (priors with lyrics)
     c.progress = True                       # tqdm bars per level (tokens/s)

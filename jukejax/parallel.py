@@ -100,6 +100,25 @@ def _fit_spec(spec: P, shape: Tuple[int, ...], mesh: Mesh) -> P:
     return P(*out)
 
 
+def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
+    """Place an array that every process holds in full (same seed, same inputs) as one global array; works
+    for one process or many, and for PRNG key arrays."""
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = np.asarray(jax.random.key_data(x))
+        spec = P(*(tuple(sharding.spec) + (None,) * (data.ndim - len(sharding.spec))))
+        placed = jax.make_array_from_callback(data.shape, NamedSharding(sharding.mesh, spec), lambda i: data[i])
+        return jax.random.wrap_key_data(placed, impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+
+def fitted_batch_sharding(mesh: Mesh, shape: Tuple[int, ...], rules=LOGICAL_RULES) -> NamedSharding:
+    """Leading axis over the batch axes (as far as it divides), the rest replicated."""
+    return NamedSharding(mesh, _fit_spec(batch_sharding(mesh, len(shape), rules).spec, tuple(shape), mesh))
+
+
 def batch_sharding(mesh: Mesh, ndim: int, rules=LOGICAL_RULES) -> NamedSharding:
     """Leading axis split over the batch axes, the rest replicated."""
     return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1), rules))

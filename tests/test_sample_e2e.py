@@ -378,3 +378,14 @@ def test_windows_follow_get_starts():
     assert get_starts(100, 64, 32) == [0, 32, 36]       # the last window is clamped to total - n_ctx
     assert get_starts(64, 64, 8) == [0]
     assert level_windows(40, 64, 32) == [Window(0, 64, 40)]  # partial window: only `total` tokens
+
+
+@pytest.mark.parametrize("mesh", [(8, 1, 1), (2, 2, 2)])
+def test_sampling_on_a_mesh_gives_one_devices_tokens(bundle_dir, tmp_path, mesh):
+    """Items split over the data axis (params by logical axes) draw the same tokens as on one device."""
+    def top_codes(mesh, name):
+        result = run_lib.run(make_config(bundle_dir, n_samples=8, sample_length_in_seconds=0.256, levels=(2,),
+                                         max_batch_size=(8,), mesh=mesh), tmp_path / name)
+        return outputs.read_codes(tmp_path / name / "level_2" / outputs.CODES_FILE).z
+    one = top_codes((1, 1, 1), "one")
+    np.testing.assert_array_equal(top_codes(mesh, "mesh"), one)

@@ -39,7 +39,7 @@ RUN_FILE = "run.json"
 ALIGNMENT_FILE = "alignment.npz"
 
 # Settings that do not change any token: a resumed run may change them.
-_NOT_RECORDED = ("max_batch_size", "resume", "progress", "alignment")
+_NOT_RECORDED = ("max_batch_size", "resume", "progress", "alignment", "mesh")
 
 
 class SampleError(ValueError):
@@ -102,6 +102,7 @@ class Settings:
     cache_dtype: str
     alignment: bool
     progress: bool
+    mesh: Tuple[int, ...]         # (data, fsdp, tensor): batch chunks split over data x fsdp, params by logical axes
 
     def per_level(self, name: str, level: int, n_levels: int):
         values = getattr(self, name)
@@ -111,6 +112,30 @@ class Settings:
             raise SampleError(f"{name} has {len(values)} values {values}; give one, or one per level "
                               f"(levels 0..{n_levels - 1}: {n_levels})")
         return values[level]
+
+
+def _sampling_mesh(s: "Settings"):
+    """The device mesh a run samples on (None: one device). Tokens do not depend on it: every item draws
+    with its own key."""
+    from jukejax import parallel
+    from jukejax.config import ConfigError, MeshConfig
+    if len(s.mesh) != 3:
+        raise SampleError(f"mesh {s.mesh}: expected three sizes data,fsdp,tensor (-1 = the remaining devices)")
+    try:
+        mesh = parallel.make_mesh(MeshConfig(*s.mesh))
+    except ConfigError as e:
+        raise SampleError(str(e)) from None
+    return None if mesh.size == 1 else mesh
+
+
+def _place_params(params, config, mesh):
+    """Prior params on the mesh by their logical axes (fsdp/tensor splits for big priors, else replicated)."""
+    if mesh is None:
+        return params
+    from jukejax import parallel
+    from jukejax.prior.prior import abstract_params
+    shardings = parallel.param_shardings(abstract_params(config), mesh)
+    return jax.tree.map(lambda x, sh: parallel.put_global(x, sh), params, shardings)
 
 
 def resolve_settings(config) -> Settings:
@@ -144,7 +169,7 @@ def resolve_settings(config) -> Settings:
         codes_file=str(get("codes_file", "") or ""), keep=parse_ints(get("keep", ()), "keep"),
         resume=bool(get("resume", False)), dtype=str(get("dtype", "") or ""),
         cache_dtype=str(get("cache_dtype", "") or ""), alignment=bool(get("alignment", True)),
-        progress=bool(get("progress", True)))
+        progress=bool(get("progress", True)), mesh=parse_ints(get("mesh", (-1, 1, 1)), "mesh"))
     if not s.checkpoint:
         raise SampleError("--checkpoint is required (a bundle directory with vqvae/ and prior_level_*/)")
     if s.mode not in modes.MODES:
@@ -344,6 +369,7 @@ def run(config, workdir, *, on_window: Optional[Callable[[int, int], None]] = No
           f"into {workdir}", flush=True)
 
     key = jax.random.key(s.seed)
+    mesh = _sampling_mesh(s)
     alignments = outputs.read_alignments(workdir / ALIGNMENT_FILE) if s.resume else None
     stats: Dict[int, schedule.LevelStats] = {}
 
@@ -360,7 +386,7 @@ def run(config, workdir, *, on_window: Optional[Callable[[int, int], None]] = No
             full_tokens=plan["full"], temperature=float(s.per_level("temperature", level, bundle.levels)),
             top_k=s.top_k, top_p=s.top_p, hop=plan["hop"],
             max_batch_size=int(s.per_level("max_batch_size", level, bundle.levels)),
-            cache_dtype=s.cache_dtype or None)
+            cache_dtype=s.cache_dtype or None, mesh=mesh)
 
     for level in levels:
         prior = bundle.priors[level]
@@ -393,7 +419,7 @@ def run(config, workdir, *, on_window: Optional[Callable[[int, int], None]] = No
             continue
         job = None
         if zs[level].shape[1] < plan["total"]:
-            job = make_job(level, prior.load_params())
+            job = make_job(level, _place_params(prior.load_params(), prior.config, mesh))
 
             def on_sampled(window: schedule.Window, z: np.ndarray, level=level, save=save):
                 windows_done.append(window.start)

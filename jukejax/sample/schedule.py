@@ -220,6 +220,7 @@ class LevelJob:
     hop: int
     max_batch_size: int
     cache_dtype: Optional[str] = None
+    mesh: Any = None          # a jax Mesh: each batch chunk is split over its batch axes (data x fsdp)
     _caches: Dict[int, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -253,8 +254,16 @@ class LevelJob:
 
     def _cache(self, batch: int):
         if batch not in self._caches:
-            self._caches[batch] = init_cache(self.config.transformer, batch, self.cache_dtype)
+            self._caches[batch] = self._place(init_cache(self.config.transformer, batch, self.cache_dtype))
         return self._caches.pop(batch)
+
+    def _place(self, tree):
+        """Split the leading (batch) axis over the mesh's batch axes where it divides; no-op without a mesh."""
+        if self.mesh is None:
+            return tree
+        from jukejax import parallel
+        return jax.tree.map(lambda x: parallel.put_global(x, parallel.fitted_batch_sharding(self.mesh, x.shape)),
+                            tree)
 
     def sample_window(self, zs: Dict[int, np.ndarray], window: Window,
                       on_batch: Optional[Callable[[int], None]] = None) -> Optional[np.ndarray]:
@@ -286,11 +295,15 @@ class LevelJob:
             buffer = np.zeros((hi - lo, c.transformer.n_ctx), np.int32)
             buffer[:, :tokens.shape[1]] = tokens
             sampled, cache = _sample_rows_jit(
-                self.params["prior"], self._cache(hi - lo), item_keys(wkey, lo, hi), jnp.asarray(buffer), x_cond, y_cond,
-                encoder_kv, jnp.float32(self.temperature), config=c.transformer,
+                self.params["prior"], self._cache(hi - lo), self._place(item_keys(wkey, lo, hi)),
+                self._place(jnp.asarray(buffer)), x_cond, y_cond, encoder_kv, jnp.float32(self.temperature),
+                config=c.transformer,
                 n_prefix=lead + n_prefix, n_total=lead + window.sample_tokens, top_k=int(self.top_k),
                 top_p=float(self.top_p))
             self._caches[hi - lo] = cache
+            if not sampled.is_fully_addressable:  # multi-host: every process gets every item's tokens
+                from jax.experimental import multihost_utils
+                sampled = multihost_utils.process_allgather(sampled, tiled=True)
             new_tokens = np.asarray(sampled[:, lead + n_prefix:lead + window.sample_tokens]) - shift
             # The single enc-dec head can pick a lyric id at a music position; the original clamps it to 0
             # after the unshift (`prior_postprocess`).
