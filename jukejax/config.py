@@ -151,6 +151,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     seed: int = 0
+    max_seconds: float = 0.0        # stop (with a checkpoint) after this much wall time; 0 = no limit
 
     def __post_init__(self):
         _positive(self, "train", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints")

@@ -239,12 +239,15 @@ class Trainer:
                 if step % cfg.checkpoint_every == 0 or step == end:
                     # Saved before the next batch is drawn, so the iterator resumes at that batch.
                     self.save(state, iterator)
-                if self._stop_signal is not None:
+                out_of_time = cfg.max_seconds > 0 and time.time() - t0 > cfg.max_seconds
+                if self._stop_signal is not None or out_of_time:
                     if step % cfg.checkpoint_every != 0 and step != end:
                         self.save(state, iterator, force=True)
-                    log.warning("%s received: saved a checkpoint at step %d and stopped",
-                                signal.Signals(self._stop_signal).name, step)
-                    history["stopped_by_signal"] = [self._stop_signal]
+                    reason = (f"{signal.Signals(self._stop_signal).name} received" if self._stop_signal is not None
+                              else f"train.max_seconds {cfg.max_seconds:g} reached")
+                    log.warning("%s: saved a checkpoint at step %d and stopped", reason, step)
+                    if self._stop_signal is not None:
+                        history["stopped_by_signal"] = [self._stop_signal]
                     break
                 if step < end:
                     host_batch = next(iterator)

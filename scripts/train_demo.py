@@ -1,0 +1,144 @@
+"""Train the bundled demo model, every stage, and write the model folder `make sample` uses.
+
+  python scripts/make_demo_dataset.py --out DEMO_DATA         # render the music21 corpus (once)
+  python scripts/train_demo.py --data DEMO_DATA --out models/demo --runs runs/demo
+
+Stages: VQ-VAE (configs/demo_vqvae.py) -> codes of every song, once -> top prior (configs/demo_prior.py) ->
+middle and bottom upsamplers (configs/demo_upsampler_{1,0}.py). Each stage stops at its step count or its
+time budget (--minutes), with a checkpoint. Then the held-out split is evaluated (spectral convergence of each
+level's reconstruction, bits per token of each prior), the EMA weights are copied into --out as a model folder
+(vqvae/, prior_level_{l}/, ids/) and MODEL_CARD.md is written with the measured numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STAGES = (("vqvae", "demo_vqvae"), ("prior_level_2", "demo_prior"), ("prior_level_1", "demo_upsampler_1"),
+          ("prior_level_0", "demo_upsampler_0"))
+
+
+def _config(name: str):
+    import importlib
+    return importlib.import_module(f"configs.{name}").get_config()
+
+
+def _name_tables(data_dir: pathlib.Path):
+    from jukejax.data import dataset_path, read_name_table
+    base = dataset_path(str(data_dir))
+    return read_name_table(base / "artists.txt"), read_name_table(base / "genres.txt"), base
+
+
+def _mean_metrics(task, variables_params, extra, batches):
+    import jax
+    import numpy as np
+    fn = jax.jit(lambda p, e, b: task.loss_fn(p, e, b, jax.random.PRNGKey(0), False))
+    totals = {}
+    for batch in batches:
+        batch = {k: v for k, v in batch.items() if np.asarray(v).dtype.kind not in "OUS"}
+        loss, (_, metrics) = fn(variables_params, extra, batch)
+        for k, v in dict(metrics, loss=loss).items():
+            if np.ndim(v) == 0:
+                totals.setdefault(k, []).append(float(v))
+    return {k: float(np.mean(v)) for k, v in totals.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="folder written by scripts/make_demo_dataset.py")
+    parser.add_argument("--out", default=str(ROOT / "models" / "demo"))
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "demo"))
+    parser.add_argument("--minutes", default="30,25,20,20",
+                        help="time budget per stage: vqvae, top prior, upsampler 1, upsampler 0")
+    parser.add_argument("--steps", default="", help="override step counts per stage, e.g. 3000,3000,2000,2000")
+    args = parser.parse_args(argv)
+
+    import jax
+    from jukejax.checkpoint import load_variables, save_variables
+    from jukejax.data import codes as codes_lib
+    from jukejax.data.__main__ import make_vqvae_encode_fn
+    from jukejax.train import run as run_lib
+    from jukejax.train.prior_task import make_task as make_prior_task
+    from jukejax.train.vqvae_task import make_task as make_vqvae_task
+
+    data = pathlib.Path(args.data) / "data"
+    runs, out = pathlib.Path(args.runs), pathlib.Path(args.out)
+    minutes = [float(m) for m in args.minutes.split(",")]
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else [None] * 4
+    artists, genres, dataset_base = _name_tables(data)
+    y_bins = (len(genres), len(artists))
+    codes_dir = runs / "codes"
+    card = {"stages": {}, "data": json.loads((dataset_base / "summary.json").read_text())
+            if (dataset_base / "summary.json").exists() else {}}
+
+    for (component, config_name), budget, n_steps in zip(STAGES, minutes, steps):
+        config = _config(config_name)
+        config.train.max_seconds = budget * 60
+        if n_steps:
+            config.train.num_steps = n_steps
+        if component == "vqvae":
+            config.data.dataset_dir = str(data)
+        else:
+            config.prior.y_bins = y_bins
+            config.data.codes_dir = str(codes_dir)
+            if not codes_lib.codes_path(str(codes_dir)).exists():
+                t = time.time()
+                encode_fn = make_vqvae_encode_fn(str(runs / "vqvae"))
+                codes_lib.encode_dataset(str(data), str(codes_dir), encode_fn,
+                                         hop_lengths=encode_fn.config.hop_lengths)
+                card["encode_seconds"] = time.time() - t
+        print(f"== {component}: {config_name}, up to {config.train.num_steps} steps or {budget:g} min", flush=True)
+        t = time.time()
+        history = run_lib.train(config, str(runs / component))
+        wall = time.time() - t
+        logs = history["logs"]
+        card["stages"][component] = dict(config=f"configs/{config_name}.py", steps=history["step"][-1] if
+                                         history["step"] else 0, wall_seconds=wall,
+                                         first_log=logs[0] if logs else {}, last_log=logs[-1] if logs else {})
+
+    # held-out evaluation with the EMA weights
+    evaluation = {}
+    for component, config_name in STAGES:
+        config = _config(config_name)
+        _, variables, _ = load_variables(str(runs / component))
+        params = variables.pop("params")
+        if component == "vqvae":
+            config.data.dataset_dir = str(data)
+            task = make_vqvae_task(config, str(runs / component))
+        else:
+            config.prior.y_bins = y_bins
+            config.data.codes_dir = str(codes_dir)
+            task = make_prior_task(config, str(runs / component))
+        batches = task.eval_batches() or []
+        evaluation[component] = _mean_metrics(task, jax.device_put(params), variables, batches)
+    card["held_out"] = evaluation
+
+    # the model folder
+    if out.exists():
+        shutil.rmtree(out)
+    for component, config_name in STAGES:
+        config, variables, _ = load_variables(str(runs / component))
+        if component != "vqvae":
+            config.vqvae_checkpoint = ""
+            config.data.codes_dir = ""
+        save_variables(str(out / component), config, variables)
+    ids = out / "ids"
+    ids.mkdir(parents=True, exist_ok=True)
+    shutil.copy(dataset_base / "artists.txt", ids / "artist_ids.txt")
+    shutil.copy(dataset_base / "genres.txt", ids / "genre_ids.txt")
+    (out / "training.json").write_text(json.dumps(card, indent=2, default=float))
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(json.dumps({"out": str(out), "bytes": size, "held_out": evaluation,
+                      "wall_seconds": {k: v["wall_seconds"] for k, v in card["stages"].items()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
