@@ -11,12 +11,24 @@ from absl import app, flags
 from ml_collections import config_flags
 
 _DEFAULTS = str(pathlib.Path(__file__).resolve().parent / "configs" / "sample_defaults.py")
+_DEMO = pathlib.Path(__file__).resolve().parent / "models" / "demo"
+
+
+def _known(table: str) -> str:
+    """Names in the bundled demo model's id table, for --help (empty when it is absent)."""
+    path = _DEMO / "ids" / f"{table}_ids.txt"
+    if not path.is_file():
+        return ""
+    names = [line.split(";")[0] for line in path.read_text().splitlines() if ";" in line]
+    return f"; the demo model (models/demo) knows: {', '.join(names)}"
+
+
 config_flags.DEFINE_config_file("config", _DEFAULTS, "sampling defaults (a configs/*.py file)")
 flags.DEFINE_string("workdir", None, "where level_{l}/ outputs go (created; must be writable)")
 flags.DEFINE_string("checkpoint", None, "model bundle directory: vqvae/, prior_level_{l}/, optional ids/")
 flags.DEFINE_enum("mode", None, ["ancestral", "primed", "continue", "upsample"], "what to start from")
-flags.DEFINE_string("artist", None, "artist name or id ('a|b' gives one per item)")
-flags.DEFINE_string("genre", None, "genre name(s) or id ('a|b' gives one per item)")
+flags.DEFINE_string("artist", None, "artist name or id ('a|b' gives one per item)" + _known("artist"))
+flags.DEFINE_string("genre", None, "genre name(s) or id ('a|b' gives one per item)" + _known("genre"))
 flags.DEFINE_string("lyrics", None, "lyrics text")
 flags.DEFINE_string("lyrics_file", None, "file holding the lyrics")
 flags.DEFINE_float("sample_length_in_seconds", None, "audio to generate (continue --keep: to add)")
