@@ -46,10 +46,9 @@ flags.DEFINE_float("prompt_length_in_seconds", None, "primed: prompt length; con
 flags.DEFINE_string("codes_file", None, "continue/upsample: level_*/codes.npz of an earlier run")
 flags.DEFINE_string("keep", None, "continue: rows of the codes file to keep, e.g. 2,5 (co-composition)")
 flags.DEFINE_bool("resume", None, "go on with a killed run in --workdir")
-flags.DEFINE_string("coordinator_address", None, "multi-process: host:port of process 0")
-flags.DEFINE_integer("num_processes", None, "multi-process: how many processes take part")
-flags.DEFINE_integer("process_id", None, "multi-process: this process's index")
-flags.DEFINE_bool("distributed", False, "multi-process: join using the cluster's environment (TPU pod, SLURM)")
+from jukejax.cli import define_distributed_flags  # noqa: E402
+
+define_distributed_flags()
 FLAGS = flags.FLAGS
 
 _OVERRIDES = ("checkpoint", "mode", "artist", "genre", "lyrics", "lyrics_file", "sample_length_in_seconds",
@@ -83,9 +82,8 @@ def main(argv):
     except run_lib.USER_ERRORS as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    from jukejax import parallel
-    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                    FLAGS.distributed)
+    from jukejax.cli import initialize_distributed_from_flags
+    initialize_distributed_from_flags()
     return run_lib.main(config, FLAGS.workdir)
 
 

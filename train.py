@@ -14,10 +14,9 @@ config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_conf
 flags.DEFINE_string("workdir", None, "where checkpoints and TensorBoard logs go (resumed if present)")
 flags.DEFINE_bool("describe", False, "print the model's shapes and parameter counts, then exit")
 flags.DEFINE_bool("json", False, "with --describe: print one JSON object")
-flags.DEFINE_string("coordinator_address", None, "multi-process: host:port of process 0")
-flags.DEFINE_integer("num_processes", None, "multi-process: how many processes take part")
-flags.DEFINE_integer("process_id", None, "multi-process: this process's index")
-flags.DEFINE_bool("distributed", False, "multi-process: join using the cluster's environment (TPU pod, SLURM)")
+from jukejax.cli import define_distributed_flags  # noqa: E402
+
+define_distributed_flags()
 FLAGS = flags.FLAGS
 
 
@@ -35,9 +34,8 @@ def main(argv):
             return 0
         if not FLAGS.workdir:
             raise ConfigError("--workdir is required for training")
-        from jukejax import parallel
-        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                        FLAGS.distributed)
+        from jukejax.cli import initialize_distributed_from_flags
+        initialize_distributed_from_flags()
         run_lib.train(config, FLAGS.workdir)
     except (ConfigError, OSError, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
