@@ -216,3 +216,37 @@ def test_negative_temperature_and_top_k_with_top_p():
     with pytest.raises(ValueError, match="top") as e:
         decode.sample_window(params, config, jax.random.key(0), prefix, 0, top_k=5, top_p=0.9)
     one_line(e)
+
+
+# ---------------------------------------------------------------- crashes mid-write
+
+def test_codes_and_html_survive_a_crash_mid_write(tmp_path, monkeypatch):
+    """A failure while writing leaves the previous complete file and no temporary file."""
+    import os
+    from jukejax.sample import outputs
+    page = tmp_path / "index.html"
+    outputs.write_index_html(page, "level 0", [outputs.HtmlItem("item_0.wav", "item_0.png", "bach", "chorale",
+                                                                "Ach Gott")])
+    before = page.read_bytes()
+
+    def crash(fd):
+        raise OSError(errno.EIO, "simulated crash mid-write")
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="simulated"):
+        outputs.write_index_html(page, "level 0 again", [])
+    assert page.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
+
+
+def test_audio_survives_a_crash_mid_write(tmp_path, monkeypatch):
+    path = tmp_path / "item_0.wav"
+    audio.write_audio(path, np.zeros((100, 1), np.float32), SR)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError(errno.EIO, "simulated crash mid-write")
+    monkeypatch.setattr(sf, "write", crash)
+    with pytest.raises(OSError):
+        audio.write_audio(path, np.ones((100, 1), np.float32) * 0.5, SR)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["item_0.wav"]
