@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed-test
 
 RUN_STAMP := $(VENV)/.installed
 # make sample ARTIST=... GENRE=... LYRICS=... SECONDS=... TEMPERATURE=... SEED=... (see python sample.py --help)
-ARTIST ?= bach
-GENRE ?= bach
+ARTIST ?= johann_sebastian_bach
+GENRE ?= chorale
 LYRICS ?= Ach Gott, vom Himmel sieh darein, und lass dich des erbarmen
 SECONDS ?= 8
 TEMPERATURE ?= 0.98
