@@ -24,5 +24,5 @@ def get_config():
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.train = ml_collections.ConfigDict(dict(num_steps=384_000, log_every=100, eval_every=5000,
                                              checkpoint_every=5000, keep_checkpoints=3, seed=0,
-                                             max_seconds=0.0))
+                                             max_seconds=0.0, init_from=""))
     return c

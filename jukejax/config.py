@@ -152,6 +152,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     seed: int = 0
     max_seconds: float = 0.0        # stop (with a checkpoint) after this much wall time; 0 = no limit
+    init_from: str = ""             # fine-tune: start from this model folder's (EMA) weights, e.g. a converted
+                                    # release (python -m jukejax.convert) or another run; "" = random init
 
     def __post_init__(self):
         _positive(self, "train", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints")

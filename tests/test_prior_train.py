@@ -74,3 +74,36 @@ def test_missing_codes_is_a_clear_error(tmp_path):
     config = tiny_prior.get_config()
     with pytest.raises(ValueError, match="no pre-encoded codes"):
         run_lib.train(config, str(tmp_path))
+
+
+def _init_state(config, workdir):
+    import jax
+    from jukejax import parallel
+    from jukejax.train import loop, vqvae_task
+    task = vqvae_task.make_task(config, workdir)
+    trainer = loop.Trainer(task, run_lib.loop_config(config), workdir)
+    with jax.set_mesh(trainer.mesh):
+        batch = parallel.shard_batch(next(task.train_iterator(0)), trainer.mesh)
+        return trainer.init(batch)
+
+
+def test_fine_tuning_starts_from_a_model_folder(vqvae_run, tmp_path):
+    """train.init_from: the new run's weights, EMA and codebooks are the folder's; step and Adam restart."""
+    import jax
+    from jukejax.checkpoint import load_variables
+    root, data = vqvae_run
+    config = tiny_vqvae.get_config()
+    config.data.dataset_dir = str(data)
+    config.train.init_from = str(root / "vqvae")
+    state = _init_state(config, str(tmp_path / "fine_tune"))
+    _, want, _ = load_variables(str(root / "vqvae"))
+    assert int(state.step) == 0
+    for got_tree, want_tree in ((state.params, want["params"]), (state.ema_params, want["params"]),
+                                (state.extra["codebook"], want["codebook"])):
+        assert jax.tree.structure(got_tree) == jax.tree.structure(want_tree)
+        for got, ref in zip(jax.tree.leaves(got_tree), jax.tree.leaves(want_tree)):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+
+    config.vqvae.width = config.vqvae.width * 2
+    with pytest.raises(ValueError, match=r"train.init_from .*vqvae: parameter .* has shape"):
+        _init_state(config, str(tmp_path / "other_shape"))

@@ -121,14 +121,46 @@ class Trainer:
             rng=rep, skipped=rep, skipped_in_a_row=rep), abstract
 
     def init(self, batch) -> state_lib.TrainState:
-        shardings, _ = self.state_shardings(batch)
+        shardings, abstract = self.state_shardings(batch)
         rng = jax.random.PRNGKey(self.config.train.seed)
+        if self.config.train.init_from:
+            variables = self._pretrained(abstract)
+            # placed leaf by leaf where the params (and the replicated collections) live
+            variables = jax.tree.map(parallel.put_global, variables,
+                                     {"params": shardings.params, **shardings.extra})
+            with jax.set_mesh(self.mesh):
+                return jax.jit(lambda v, rng: state_lib.init_state(v, self.tx, rng, self.config.optim),
+                               out_shardings=shardings)(variables, rng)
 
         def make(rng, batch):
             variables = nn.unbox(self.task.init_variables(rng, batch))
             return state_lib.init_state(variables, self.tx, rng, self.config.optim)
         with jax.set_mesh(self.mesh):
             return jax.jit(make, out_shardings=shardings)(rng, batch)
+
+    def _pretrained(self, abstract) -> Dict[str, Any]:
+        """`train.init_from`'s variables (its EMA weights where it has them), checked against this model's tree:
+        every collection, key and shape must match; dtypes are cast to this model's."""
+        from jukejax.checkpoint import load_variables
+        source = self.config.train.init_from
+        config, variables, step = load_variables(source)
+        want = {"params": abstract.params, **abstract.extra}
+        where = f"train.init_from {source}"
+        if set(variables) != set(want):
+            raise ValueError(f"{where}: holds collections {sorted(variables)} (a {config.get('model')} model); "
+                             f"this {self.task.name} needs {sorted(want)}")
+        got_leaves = dict(jax.tree_util.tree_flatten_with_path(variables)[0])
+        want_leaves = dict(jax.tree_util.tree_flatten_with_path(want)[0])
+        for path in sorted(set(got_leaves) | set(want_leaves), key=str):
+            name = jax.tree_util.keystr(path)
+            if path not in got_leaves or path not in want_leaves:
+                side = "missing from it" if path not in got_leaves else "not in this model"
+                raise ValueError(f"{where}: parameter {name} is {side}; the model configs differ")
+            if tuple(got_leaves[path].shape) != tuple(want_leaves[path].shape):
+                raise ValueError(f"{where}: parameter {name} has shape {tuple(got_leaves[path].shape)}; this "
+                                 f"model's is {tuple(want_leaves[path].shape)}")
+        log.info("%s: initialised from %s (step %d)", self.task.name, source, step)
+        return jax.tree.map(lambda x, a: x.astype(a.dtype), variables, want)
 
     # ----- checkpoints -------------------------------------------------------------------------------
     def save(self, state, iterator, force: bool = False) -> None:
