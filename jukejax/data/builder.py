@@ -491,39 +491,39 @@ def build_dataset(config: BuildConfig, data_dir: PathLike, *, overwrite: bool = 
     return summary
 
 
-class MusicSource:
-    """Random access to one split's window records, plus what a reader needs to find windows by song.
+class RecordSource:
+    """Random access to one split of a TFDS ArrayRecord dataset written by jukejax, with its per-record table
+    (an npz of int64 columns beside the records) and its artist/genre name tables.
 
-    `windows` maps each field of `WINDOW_FIELDS` to an int64 array indexed by record position. Records are
-    dicts with the fields of `FEATURE_NAMES` (`audio` int16 (n, channels); `lyrics`, `song_key` bytes).
     Pickles as (path, split) so Grain worker processes reopen the files instead of copying readers.
+    Subclasses say where the table is and which columns it has (`_table_name`, `_columns`).
     """
+    _kind = "records"
 
-    def __init__(self, data_dir: PathLike, split: str = "train"):
-        self.path = dataset_path(data_dir)
+    def __init__(self, path: pathlib.Path, split: str, summary: Dict[str, Any], available: Sequence[str]):
+        self.path = path
         self.split = split
-        if not (self.path / "dataset_info.json").exists():
-            raise DatasetError(f"no jukejax_music dataset at {self.path}; build one with "
-                               f"`python -m jukejax.data build`")
-        summary = load_summary(self.path)
-        table = self.path / WINDOWS_FILE.format(split=split)
+        table = self.path / self._table_name(split)
         if not table.exists():
-            raise DatasetError(f"split {split!r} not in {self.path}; available: "
-                               f"{', '.join(sorted(summary['windows']))}")
+            raise DatasetError(f"split {split!r} not in {self.path}; available: {', '.join(sorted(available))}")
         with np.load(table) as f:
-            self.windows = {name: f[name] for name in WINDOW_FIELDS}
-        self.sample_rate = int(summary["sample_rate"])
-        self.channels = int(summary["channels"])
-        self.window_length = int(summary["window_length"])
+            self.table = {name: f[name] for name in self._columns()}
         self.artists = read_name_table(self.path / ARTISTS_FILE)
         self.genres = read_name_table(self.path / GENRES_FILE)
         self._records = tfds.builder_from_directory(self.path).as_data_source(split)
-        if len(self._records) != len(self.windows["song_id"]):
-            raise DatasetError(f"{self.path} split {split!r}: {len(self._records)} records but "
-                               f"{len(self.windows['song_id'])} rows in {table.name}")
+        rows = len(next(iter(self.table.values())))
+        if len(self._records) != rows:
+            raise DatasetError(f"{self.path} split {split!r}: {len(self._records)} records but {rows} rows in "
+                               f"{table.name}")
+
+    def _table_name(self, split: str) -> str:
+        raise NotImplementedError
+
+    def _columns(self) -> Sequence[str]:
+        raise NotImplementedError
 
     def __reduce__(self):
-        return MusicSource, (os.fspath(self.path), self.split)
+        return type(self), (os.fspath(self.path), self.split)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -535,7 +535,31 @@ class MusicSource:
         return list(self._records.__getitems__(list(indices)))
 
     def __repr__(self) -> str:
-        return f"MusicSource({os.fspath(self.path)!r}, split={self.split!r}, records={len(self)})"
+        return f"{type(self).__name__}({os.fspath(self.path)!r}, split={self.split!r}, {self._kind}={len(self)})"
+
+
+class MusicSource(RecordSource):
+    """One split's window records: `windows` maps each field of `WINDOW_FIELDS` to an int64 array indexed by
+    record position. Records are dicts with the fields of `FEATURE_NAMES` (`audio` int16 (n, channels);
+    `lyrics`, `song_key` bytes)."""
+    _kind = "records"
+
+    def __init__(self, data_dir: PathLike, split: str = "train"):
+        path = dataset_path(data_dir)
+        if not (path / "dataset_info.json").exists():
+            raise DatasetError(f"no jukejax_music dataset at {path}; build one with `python -m jukejax.data build`")
+        summary = load_summary(path)
+        super().__init__(path, split, summary, summary["windows"])
+        self.windows = self.table
+        self.sample_rate = int(summary["sample_rate"])
+        self.channels = int(summary["channels"])
+        self.window_length = int(summary["window_length"])
+
+    def _table_name(self, split: str) -> str:
+        return WINDOWS_FILE.format(split=split)
+
+    def _columns(self) -> Sequence[str]:
+        return WINDOW_FIELDS
 
 
 def load_source(data_dir: PathLike, split: str = "train") -> MusicSource:

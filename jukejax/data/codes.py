@@ -53,8 +53,8 @@ from tensorflow_datasets.core import hashing as tfds_hashing
 
 from jukejax import audio as audio_lib
 from jukejax.config import ConfigError
-from jukejax.data.builder import (ARTISTS_FILE, GENRES_FILE, SPLITS, SUMMARY_FILE, DatasetError, dataset_path,
-                                  load_source, load_summary, read_name_table)
+from jukejax.data.builder import (ARTISTS_FILE, GENRES_FILE, SPLITS, SUMMARY_FILE, DatasetError, RecordSource,
+                                  dataset_path, load_source, load_summary)
 from jukejax.data.pipeline import build_song_index, stack_examples, window_table
 
 log = logging.getLogger(__name__)
@@ -424,57 +424,37 @@ def encode_dataset(data_dir: PathLike, out_dir: PathLike, encode_fn: EncodeFn, *
     return summary
 
 
-class CodesSource:
+class CodesSource(RecordSource):
     """Random access to one split's song records of a codes dataset.
 
     `songs` maps each of `song_fields(levels)` to an int64 array indexed by record position. Records are
     dicts with `feature_names(levels)` (`codes_{l}` int16/int32 (length_l,); `lyrics`, `song_key` bytes).
-    Pickles as (path, split) so Grain worker processes reopen the files.
     """
+    _kind = "songs"
 
     def __init__(self, codes_dir: PathLike, split: str = "train"):
-        self.path = codes_path(codes_dir)
-        self.split = split
-        summary_path = self.path / SUMMARY_FILE
+        path = codes_path(codes_dir)
+        summary_path = path / SUMMARY_FILE
         if not summary_path.exists():
-            raise DatasetError(f"no {NAME} dataset at {self.path}; build one with `python -m jukejax.data encode`")
+            raise DatasetError(f"no {NAME} dataset at {path}; build one with `python -m jukejax.data encode`")
         self.summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        table = self.path / SONGS_FILE.format(split=split)
-        if not table.exists():
-            raise DatasetError(f"split {split!r} not in {self.path}; available: "
-                               f"{', '.join(sorted(self.summary['songs']))}")
         self.levels = tuple(int(l) for l in self.summary["levels"])
         self.hop_lengths = tuple(int(h) for h in self.summary["hop_lengths"])
         self.sample_rate = int(self.summary["sample_rate"])
-        with np.load(table) as f:
-            self.songs = {name: f[name] for name in song_fields(self.levels)}
-        self.artists = read_name_table(self.path / ARTISTS_FILE)
-        self.genres = read_name_table(self.path / GENRES_FILE)
-        self._records = tfds.builder_from_directory(self.path).as_data_source(split)
-        if len(self._records) != len(self.songs["song_id"]):
-            raise DatasetError(f"{self.path} split {split!r}: {len(self._records)} records but "
-                               f"{len(self.songs['song_id'])} rows in {table.name}")
+        super().__init__(path, split, self.summary, self.summary["songs"])
+        self.songs = self.table
+
+    def _table_name(self, split: str) -> str:
+        return SONGS_FILE.format(split=split)
+
+    def _columns(self) -> Sequence[str]:
+        return song_fields(self.levels)
 
     def lengths(self, level: int) -> np.ndarray:
         """Codes per record at `level`."""
         if level not in self.levels:
             raise DatasetError(f"level {level} is not stored in {self.path}; stored levels: {self.levels}")
         return self.songs[f"length_{level}"]
-
-    def __reduce__(self):
-        return CodesSource, (os.fspath(self.path), self.split)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        return self._records[index]
-
-    def __getitems__(self, indices: Sequence[int]) -> List[Dict[str, Any]]:
-        return list(self._records.__getitems__(list(indices)))
-
-    def __repr__(self) -> str:
-        return f"CodesSource({os.fspath(self.path)!r}, split={self.split!r}, songs={len(self)})"
 
 
 def load_codes_source(codes_dir: PathLike, split: str = "train") -> CodesSource:
