@@ -22,6 +22,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+STAGE_FILE = "demo_stage.json"      # in each stage's workdir once it has finished: what the model card reports
+ENCODE_FILE = "encode.json"          # in --runs once every song is pre-encoded
 STAGES = (("vqvae", "demo_vqvae"), ("prior_level_2", "demo_prior"), ("prior_level_1", "demo_upsampler_1"),
           ("prior_level_0", "demo_upsampler_0"))
 
@@ -147,6 +149,11 @@ def main(argv=None) -> int:
             if (dataset_base / "summary.json").exists() else {}}
 
     for (component, config_name), budget, n_steps in zip(STAGES, minutes, steps):
+        done = runs / component / STAGE_FILE
+        if done.exists():  # finished by an earlier invocation: the script picks up where it stopped
+            card["stages"][component] = json.loads(done.read_text())
+            print(f"== {component}: done already ({done})", flush=True)
+            continue
         config = _config(config_name)
         config.train.max_seconds = budget * 60
         if n_steps:
@@ -161,7 +168,7 @@ def main(argv=None) -> int:
                 encode_fn = make_vqvae_encode_fn(str(runs / "vqvae"))
                 codes_lib.encode_dataset(str(data), str(codes_dir), encode_fn,
                                          hop_lengths=encode_fn.config.hop_lengths)
-                card["encode_seconds"] = time.time() - t
+                (runs / ENCODE_FILE).write_text(json.dumps({"encode_seconds": time.time() - t}))
         print(f"== {component}: {config_name}, up to {config.train.num_steps} steps or {budget:g} min", flush=True)
         t = time.time()
         history = run_lib.train(config, str(runs / component))
@@ -170,6 +177,10 @@ def main(argv=None) -> int:
         card["stages"][component] = dict(config=f"configs/{config_name}.py", steps=history["step"][-1] if
                                          history["step"] else 0, wall_seconds=wall,
                                          first_log=logs[0] if logs else {}, last_log=logs[-1] if logs else {})
+        done.write_text(json.dumps(card["stages"][component], default=float))
+
+    if (runs / ENCODE_FILE).exists():
+        card.update(json.loads((runs / ENCODE_FILE).read_text()))
 
     # held-out evaluation with the EMA weights
     evaluation = {}
