@@ -31,7 +31,7 @@ from flax import linen as nn
 
 from jukejax.prior.attention import CROSS
 from jukejax.prior.config import AutoregressiveConfig
-from jukejax.prior.transformer import Transformer, stack_layers
+from jukejax.prior.transformer import Transformer, flat_dot_general, stack_layers
 
 LN2 = float(np.log(2.0))
 
@@ -74,6 +74,7 @@ class ConditionalAutoregressive(nn.Module):
         self.transformer = Transformer(c)
         if not c.only_encode and not c.tied_output:
             self.x_out = nn.Dense(c.bins, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
+                                  dot_general=flat_dot_general,
                                   kernel_init=nn.with_logical_partitioning(_torch_linear_init, ("embed", "vocab")))
 
     def _check_conds(self, n: int, d: int, x_cond, y_cond) -> jax.Array:
@@ -132,7 +133,7 @@ class ConditionalAutoregressive(nn.Module):
         if c.only_encode:
             return h
         if c.tied_output:
-            return self.x_emb.attend(h)
+            return self.x_emb.attend(h.reshape(-1, h.shape[-1])).reshape(*h.shape[:-1], -1)  # 2-D: see flat_dot_general
         return self.x_out(h)
 
     def __call__(self, x: jax.Array, x_cond: Optional[jax.Array] = None, y_cond: Optional[jax.Array] = None,

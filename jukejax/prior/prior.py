@@ -18,7 +18,7 @@ from jukejax.prior.conditioners import (Conditioner, LabelConditioner, LabelCond
                                         UpsamplerConditionerConfig)
 from jukejax.prior.config import AutoregressiveConfig
 from jukejax.prior.labels import N_LABEL_FIELDS
-from jukejax.prior.transformer import conv1d
+from jukejax.prior.transformer import conv1d, flat_dot_general
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +204,7 @@ class Prior(nn.Module):
             self.prime_state_proj = conv1d(c.transformer.width, ("mlp", "embed"), c.lyric_encoder)
             self.prime_state_ln = nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, use_fast_variance=False)
             self.prime_x_out = nn.Dense(c.hps.n_vocab, use_bias=False, dtype=jnp.float32,
-                                        kernel_init=nn.with_logical_partitioning(
+                                        dot_general=flat_dot_general, kernel_init=nn.with_logical_partitioning(
                                             nn.initializers.normal(0.02 * c.hps.init_scale), ("embed", "vocab")))
 
     def get_cond(self, z_cond: Optional[jax.Array], y: Optional[jax.Array]):
