@@ -71,7 +71,9 @@ def write_model_card(out: pathlib.Path, card: dict) -> pathlib.Path:
              "soundfont (`scripts/make_demo_dataset.py`): composer = artist, corpus collection = genre, the "
              "scores' lyric events = lyrics. Split by piece.", ""]
     if data:
-        lines += [f"- songs: {data.get('songs')}", f"- hours: {data.get('hours')}",
+        per_split = lambda d, fmt: ", ".join(f"{k} {fmt(v)}" for k, v in (d or {}).items())  # noqa: E731
+        lines += [f"- songs: {per_split(data.get('songs'), str)}",
+                  f"- hours: {per_split(data.get('hours'), lambda h: f'{h:.2f}')}",
                   f"- artists: {data.get('artists', 'see ids/artist_ids.txt')}", ""]
     lines += ["## Commands", "", "```", "python scripts/make_demo_dataset.py --out DEMO_DATA --sr 22050 "
               "--render_sr 44100 --max_pieces 15 --max_seconds 240",
