@@ -496,18 +496,18 @@ class RecordSource:
     (an npz of int64 columns beside the records) and its artist/genre name tables.
 
     Pickles as (path, split) so Grain worker processes reopen the files instead of copying readers.
-    Subclasses say where the table is and which columns it has (`_table_name`, `_columns`).
     """
     _kind = "records"
 
-    def __init__(self, path: pathlib.Path, split: str, summary: Dict[str, Any], available: Sequence[str]):
+    def __init__(self, path: pathlib.Path, split: str, table_name: str, columns: Sequence[str],
+                 available: Sequence[str]):
         self.path = path
         self.split = split
-        table = self.path / self._table_name(split)
+        table = self.path / table_name
         if not table.exists():
             raise DatasetError(f"split {split!r} not in {self.path}; available: {', '.join(sorted(available))}")
         with np.load(table) as f:
-            self.table = {name: f[name] for name in self._columns()}
+            self.table = {name: f[name] for name in columns}
         self.artists = read_name_table(self.path / ARTISTS_FILE)
         self.genres = read_name_table(self.path / GENRES_FILE)
         self._records = tfds.builder_from_directory(self.path).as_data_source(split)
@@ -515,12 +515,6 @@ class RecordSource:
         if len(self._records) != rows:
             raise DatasetError(f"{self.path} split {split!r}: {len(self._records)} records but {rows} rows in "
                                f"{table.name}")
-
-    def _table_name(self, split: str) -> str:
-        raise NotImplementedError
-
-    def _columns(self) -> Sequence[str]:
-        raise NotImplementedError
 
     def __reduce__(self):
         return type(self), (os.fspath(self.path), self.split)
@@ -542,24 +536,17 @@ class MusicSource(RecordSource):
     """One split's window records: `windows` maps each field of `WINDOW_FIELDS` to an int64 array indexed by
     record position. Records are dicts with the fields of `FEATURE_NAMES` (`audio` int16 (n, channels);
     `lyrics`, `song_key` bytes)."""
-    _kind = "records"
 
     def __init__(self, data_dir: PathLike, split: str = "train"):
         path = dataset_path(data_dir)
         if not (path / "dataset_info.json").exists():
             raise DatasetError(f"no jukejax_music dataset at {path}; build one with `python -m jukejax.data build`")
         summary = load_summary(path)
-        super().__init__(path, split, summary, summary["windows"])
+        super().__init__(path, split, WINDOWS_FILE.format(split=split), WINDOW_FIELDS, summary["windows"])
         self.windows = self.table
         self.sample_rate = int(summary["sample_rate"])
         self.channels = int(summary["channels"])
         self.window_length = int(summary["window_length"])
-
-    def _table_name(self, split: str) -> str:
-        return WINDOWS_FILE.format(split=split)
-
-    def _columns(self) -> Sequence[str]:
-        return WINDOW_FIELDS
 
 
 def load_source(data_dir: PathLike, split: str = "train") -> MusicSource:

@@ -441,14 +441,9 @@ class CodesSource(RecordSource):
         self.levels = tuple(int(l) for l in self.summary["levels"])
         self.hop_lengths = tuple(int(h) for h in self.summary["hop_lengths"])
         self.sample_rate = int(self.summary["sample_rate"])
-        super().__init__(path, split, self.summary, self.summary["songs"])
+        super().__init__(path, split, SONGS_FILE.format(split=split), song_fields(self.levels),
+                         self.summary["songs"])
         self.songs = self.table
-
-    def _table_name(self, split: str) -> str:
-        return SONGS_FILE.format(split=split)
-
-    def _columns(self) -> Sequence[str]:
-        return song_fields(self.levels)
 
     def lengths(self, level: int) -> np.ndarray:
         """Codes per record at `level`."""
