@@ -17,6 +17,7 @@ from transformers.models.deprecated.jukebox import JukeboxVQVAE, JukeboxVQVAECon
 
 from configs import tiny_vqvae, vqvae as released_vqvae  # noqa: E402
 from jukejax.config import VQVAEConfig, build  # noqa: E402
+from jukejax.convert.hf_config import hf_vqvae_kwargs  # noqa: E402
 from jukejax.vqvae import VQVAE, hf_to_openai_key, load_hf_state_dict, load_torch_state_dict  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -25,13 +26,7 @@ pytestmark = pytest.mark.torch
 def _hf_model(config: VQVAEConfig, sample_length: int, seed: int) -> JukeboxVQVAE:
     if config.m_conv != int(config.m_conv):
         pytest.skip("the HF port only takes an integer res_convolution_multiplier")
-    hf_config = JukeboxVQVAEConfig(
-        levels=config.levels, res_downs_t=list(config.downs_t), res_strides_t=list(config.strides_t),
-        embed_dim=config.emb_width, nb_discrete_codes=config.l_bins, lmu=config.l_mu, commit=config.commit,
-        multipliers=list(config.hvqvae_multipliers), res_conv_width=config.width, res_conv_depth=config.depth,
-        res_convolution_multiplier=int(config.m_conv), res_dilation_growth_rate=config.dilation_growth_rate,
-        res_dilation_cycle=config.dilation_cycle, conv_res_scale=False, conv_input_shape=1,
-        sample_length=sample_length)
+    hf_config = JukeboxVQVAEConfig(**hf_vqvae_kwargs(config, sample_length))
     torch.manual_seed(seed)
     model = JukeboxVQVAE(hf_config)
     model.post_init()

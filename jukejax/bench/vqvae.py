@@ -18,6 +18,7 @@ import torch
 
 from jukejax.bench.harness import Row, alternate, check_number
 from jukejax.config import VQVAEConfig, build
+from jukejax.convert.hf_config import hf_vqvae_kwargs
 from jukejax.vqvae import VQVAE, load_hf_state_dict
 
 
@@ -33,13 +34,7 @@ def released_config() -> VQVAEConfig:
 
 def hf_vqvae(config: VQVAEConfig, sample_length: int, seed: int = 0):
     from transformers.models.deprecated.jukebox import JukeboxVQVAE, JukeboxVQVAEConfig
-    hf_config = JukeboxVQVAEConfig(
-        levels=config.levels, res_downs_t=list(config.downs_t), res_strides_t=list(config.strides_t),
-        embed_dim=config.emb_width, nb_discrete_codes=config.l_bins, lmu=config.l_mu, commit=config.commit,
-        multipliers=list(config.hvqvae_multipliers), res_conv_width=config.width, res_conv_depth=config.depth,
-        res_convolution_multiplier=int(config.m_conv), res_dilation_growth_rate=config.dilation_growth_rate,
-        res_dilation_cycle=config.dilation_cycle, conv_res_scale=False, conv_input_shape=1,
-        sample_length=sample_length)
+    hf_config = JukeboxVQVAEConfig(**hf_vqvae_kwargs(config, sample_length))
     torch.manual_seed(seed)
     model = JukeboxVQVAE(hf_config)
     model.post_init()

@@ -252,3 +252,16 @@ def jukejax_configs(hf: Mapping[str, Any], vqvae_base: ml_collections.ConfigDict
         cfg.data.max_bow_genre_size = fields["max_bow_genre_size"]
         priors[fields["level"]] = cfg
     return vqvae_cfg, priors, notes
+
+
+def hf_vqvae_kwargs(vq, sample_length: int) -> Dict[str, Any]:
+    """The other way: `JukeboxVQVAEConfig` kwargs of the port's VQ-VAE with a jukejax `VQVAEConfig`'s shapes
+    (the table above, inverted), for building the PyTorch reference beside a jukejax model."""
+    if vq.m_conv != int(vq.m_conv):
+        raise ValueError(f"vqvae.m_conv {vq.m_conv}: the port only takes an integer res_convolution_multiplier")
+    return dict(levels=vq.levels, res_downs_t=list(vq.downs_t), res_strides_t=list(vq.strides_t),
+                embed_dim=vq.emb_width, nb_discrete_codes=vq.l_bins, lmu=vq.l_mu, commit=vq.commit,
+                multipliers=list(vq.hvqvae_multipliers), res_conv_width=vq.width, res_conv_depth=vq.depth,
+                res_convolution_multiplier=int(vq.m_conv), res_dilation_growth_rate=vq.dilation_growth_rate,
+                res_dilation_cycle=vq.dilation_cycle, conv_res_scale=False, conv_input_shape=1,
+                sample_length=sample_length)
