@@ -108,7 +108,7 @@ def check(data_dir: str, model_dir: str, out_dir: str, seconds: float = 10.0, sk
         zs = encode(variables, jnp.asarray(x)[None, :, None])
         levels = [np.asarray(decode[level](variables, zs[level]))[0, :, 0] for level in range(vq.levels)]
         recons.append(levels)
-        name = song["key"].replace("/", "_")
+        name = str(pathlib.PurePosixPath(song["key"]).with_suffix("")).replace("/", "_")
         audio_lib.write_audio(out / f"{name}_original.wav", x[:, None], vq.sr)
         for level, y in enumerate(levels):
             audio_lib.write_audio(out / f"{name}_level{level}.wav", np.clip(y, -1, 1)[:, None], vq.sr)
