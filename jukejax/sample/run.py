@@ -304,9 +304,19 @@ def _record(s: Settings, start: modes.Start, items: Items, levels: List[int], to
     return json.loads(json.dumps(record))  # tuples -> lists, as read back
 
 
+def _is_writer() -> bool:
+    """Every process samples every token; process 0 alone writes the workdir (which must be one shared folder
+    for --resume on several hosts: every process reads it back)."""
+    return jax.process_index() == 0
+
+
 def _check_resume(workdir: pathlib.Path, record: Dict[str, Any], resume: bool) -> None:
     path = workdir / RUN_FILE
-    if path.is_file():
+    exists = path.is_file()
+    if jax.process_count() > 1:  # every process looks before process 0 writes
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("jukejax sample: run.json checked")
+    if exists:
         if not resume:
             raise SampleError(f"workdir {workdir} already holds a sampling run ({RUN_FILE}); pass --resume to "
                               f"continue it, or choose another --workdir")
@@ -319,7 +329,8 @@ def _check_resume(workdir: pathlib.Path, record: Dict[str, Any], resume: bool) -
                 raise SampleError(f"--resume: {key} is {record.get(key)!r} but the run in {workdir} used "
                                   f"{previous.get(key)!r}; resume with the same settings or use another workdir")
         return
-    outputs._atomic_write_bytes(path, json.dumps(record, indent=2, sort_keys=True).encode())
+    if _is_writer():
+        outputs._atomic_write_bytes(path, json.dumps(record, indent=2, sort_keys=True).encode())
 
 
 def run(config, workdir, *, on_window: Optional[Callable[[int, int], None]] = None) -> RunResult:
@@ -407,6 +418,8 @@ def run(config, workdir, *, on_window: Optional[Callable[[int, int], None]] = No
 
         def save(z: np.ndarray, complete: bool = False, done: bool = False, level=level, plan=plan,
                  codes_path=codes_path):
+            if not _is_writer():
+                return
             outputs.write_codes(codes_path, outputs.Codes(
                 level=level, z=z, zs={**zs, level: z}, sr=sr, hop_lengths=bundle.hop_lengths,
                 artist=items.artist, genre=items.genre, lyrics=items.lyrics,
@@ -442,15 +455,18 @@ def run(config, workdir, *, on_window: Optional[Callable[[int, int], None]] = No
             top_job = job if level == top and job is not None else None
             job = None  # this level's params go before the top prior's are loaded
             alignments = schedule.lyric_alignment(top_job or make_job(top, top_prior.load_params()), zs[top])
-            outputs.write_alignments(workdir / ALIGNMENT_FILE, alignments)
+            if _is_writer():
+                outputs.write_alignments(workdir / ALIGNMENT_FILE, alignments)
             del top_job
         del job
 
-        audio = schedule.decode_level(bundle.vqvae_config, bundle.vqvae_variables, zs[level], level)
-        names = outputs.write_level_audio(directory, audio, sr)
-        _write_html(directory, level, bundle, items, names, alignments, s)
-        save(zs[level], complete=True, done=True)
-        print(f"level {level}: {len(names)} wavs, spectrograms and {directory / outputs.INDEX_FILE}", flush=True)
+        if _is_writer():  # decoding to audio is for the files alone
+            audio = schedule.decode_level(bundle.vqvae_config, bundle.vqvae_variables, zs[level], level)
+            names = outputs.write_level_audio(directory, audio, sr)
+            _write_html(directory, level, bundle, items, names, alignments, s)
+            save(zs[level], complete=True, done=True)
+            print(f"level {level}: {len(names)} wavs, spectrograms and {directory / outputs.INDEX_FILE}",
+                  flush=True)
 
     print(f"samples in {workdir}: open " + ", ".join(str(outputs.level_dir(workdir, l) / outputs.INDEX_FILE)
                                                     for l in levels), flush=True)
