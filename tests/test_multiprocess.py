@@ -18,6 +18,13 @@ def codes_dir(tmp_path_factory):
     return make_codes_dataset(tmp_path_factory.mktemp("mp"))
 
 
+def _env():
+    # 2 fake CPU devices per process. On a loaded 2-core machine a process can take more than the default
+    # 2 minutes to reach backend start-up, where the processes exchange topologies: allow 10.
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                JAX_CPU_GET_LOCAL_TOPOLOGY_TIMEOUT_MINUTES="10", JAX_CPU_GET_GLOBAL_TOPOLOGY_TIMEOUT_MINUTES="10")
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -28,7 +35,7 @@ def _free_port():
 def test_two_processes_train_and_share_one_checkpoint(codes_dir, tmp_path):
     port = _free_port()
     workdir = tmp_path / "run"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = _env()
     common = [sys.executable, str(ROOT / "train.py"), "--config=configs/tiny_prior.py",
               f"--config.data.codes_dir={codes_dir}", "--config.train.num_steps=3", "--config.train.log_every=1",
               "--config.train.checkpoint_every=3", "--config.mesh.data=-1", f"--workdir={workdir}",
@@ -36,7 +43,7 @@ def test_two_processes_train_and_share_one_checkpoint(codes_dir, tmp_path):
     procs = [subprocess.Popen(common + [f"--process_id={i}"], cwd=str(ROOT), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:
-        outs = [p.communicate(timeout=240)[0] for p in procs]
+        outs = [p.communicate(timeout=900)[0] for p in procs]
     finally:
         for p in procs:  # never leave a process behind, whatever happened
             if p.poll() is None:
@@ -72,14 +79,14 @@ def test_two_processes_sample_the_tokens_one_process_samples(tmp_path):
     the codes equal a single-process run's."""
     from jukejax.sample import outputs
     port = _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = _env()
     multi, single = tmp_path / "multi", tmp_path / "single"
     procs = [subprocess.Popen([sys.executable, *SAMPLE_ARGS, f"--workdir={multi}",
                                f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
                               cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
     try:
-        outs = [p.communicate(timeout=300)[0] for p in procs]
+        outs = [p.communicate(timeout=900)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
