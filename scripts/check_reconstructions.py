@@ -128,12 +128,12 @@ def check(data_dir: str, model_dir: str, out_dir: str, seconds: float = 10.0, sk
         per_song.append(row)
     keys = [k for k in per_song[0] if k not in ("song", "seconds")]
     mean = {k: float(np.mean([r[k] for r in per_song if k in r])) for k in keys}
-    return dict(songs=len(per_song), seconds_per_song=seconds, mean=mean, per_song=per_song, wav_dir=str(out))
+    return dict(songs=len(per_song), seconds_per_song=seconds, mean=mean, per_song=per_song)
 
 
-def print_table(result: dict, levels: int) -> None:
+def print_table(result: dict, levels: int, wav_dir: str) -> None:
     m = result["mean"]
-    print(f"{result['songs']} held-out songs, {result['seconds_per_song']:g} s each; wav files in {result['wav_dir']}")
+    print(f"{result['songs']} held-out songs, {result['seconds_per_song']:g} s each; wav files in {wav_dir}")
     print("level  spectral convergence  chroma similarity  chroma vs another piece")
     for level in range(levels):
         print(f"{level:>5}  {m[f'sc_db_l{level}']:>17.1f} dB  {m[f'chroma_l{level}']:>17.3f}  "
@@ -158,15 +158,14 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     levels = sum(1 for k in result["mean"] if k.startswith("sc_db_l"))
-    print_table(result, levels)
+    print_table(result, levels, args.out)
     if args.update_card:
+        from jukejax.sample.outputs import _atomic_write_bytes
         from train_demo import write_model_card  # scripts/ is on sys.path when run as a script
         model = pathlib.Path(args.model)
         card = json.loads((model / "training.json").read_text())
-        card["reconstruction_check"] = {k: v for k, v in result.items() if k != "wav_dir"}
-        tmp = model / "training.json.tmp"
-        tmp.write_text(json.dumps(card, indent=2, default=float))
-        tmp.replace(model / "training.json")
+        card["reconstruction_check"] = result
+        _atomic_write_bytes(model / "training.json", json.dumps(card, indent=2, default=float).encode())
         write_model_card(model, card)
         print(f"updated {model / 'training.json'} and {model / 'MODEL_CARD.md'}")
     return 0

@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     from jukejax.train import run as run_lib
     from jukejax.train.prior_task import make_task as make_prior_task
     from jukejax.train.vqvae_task import make_task as make_vqvae_task
+    from jukejax.sample.outputs import _atomic_write_bytes  # a kill mid-write must not leave half a record
 
     data = pathlib.Path(args.data) / "data"
     runs, out = pathlib.Path(args.runs), pathlib.Path(args.out)
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
                 encode_fn = make_vqvae_encode_fn(str(runs / "vqvae"))
                 codes_lib.encode_dataset(str(data), str(codes_dir), encode_fn,
                                          hop_lengths=encode_fn.config.hop_lengths)
-                (runs / ENCODE_FILE).write_text(json.dumps({"encode_seconds": time.time() - t}))
+                _atomic_write_bytes(runs / ENCODE_FILE, json.dumps({"encode_seconds": time.time() - t}).encode())
         print(f"== {component}: {config_name}, up to {config.train.num_steps} steps or {budget:g} min", flush=True)
         t = time.time()
         history = run_lib.train(config, str(runs / component))
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
         card["stages"][component] = dict(config=f"configs/{config_name}.py", steps=history["step"][-1] if
                                          history["step"] else 0, wall_seconds=wall,
                                          first_log=logs[0] if logs else {}, last_log=logs[-1] if logs else {})
-        done.write_text(json.dumps(card["stages"][component], default=float))
+        _atomic_write_bytes(done, json.dumps(card["stages"][component], default=float).encode())
 
     if (runs / ENCODE_FILE).exists():
         card.update(json.loads((runs / ENCODE_FILE).read_text()))
@@ -217,7 +218,7 @@ def main(argv=None) -> int:
     card["minutes"] = args.minutes
     from check_reconstructions import check as check_reconstructions  # scripts/ is on sys.path
     result = check_reconstructions(str(data), str(out), str(runs / "reconstructions"))
-    card["reconstruction_check"] = {k: v for k, v in result.items() if k != "wav_dir"}
+    card["reconstruction_check"] = result
     (out / "training.json").write_text(json.dumps(card, indent=2, default=float))
     write_model_card(out, card)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
