@@ -1,0 +1,38 @@
+"""What a user can get wrong, apart from what is a bug, and the one way files appear on disk.
+
+`UserError` is the base of every error caused by input the user controls: a bad flag or config value, a bad
+audio/codes/metadata file, a checkpoint that does not match its config. The command-line entry points print
+these (and `OSError`) as one line and exit 2; anything else is a bug and keeps its traceback.
+It derives from ValueError so library callers that catch ValueError keep working.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import uuid
+from typing import Union
+
+
+class UserError(ValueError):
+    """Bad input, bad config or bad checkpoint: reported as one line naming the file/field and what was expected."""
+
+
+def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part: a hidden
+    temporary file in the same directory, fsync'ed, then renamed over `path` (removed if anything fails)."""
+    path = pathlib.Path(path)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
+    """`atomic_write_bytes` of UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
