@@ -434,11 +434,11 @@ def test_cli_encodes_with_a_vqvae(audio_data, tmp_path, monkeypatch, capsys):
     assert printed["levels"] == [1, 2] and printed["hop_lengths"] == [4, 8, 16] and list(printed["songs"]) == ["train"]
     assert load_codes_source(out, "train").levels == (1, 2) and loaded == [(f"run_{SR}", None)]
     assert data_cli.main(["encode", "--data_dir", str(data_dir), "--vqvae_checkpoint", "run_16000",
-                          "--out_dir", str(tmp_path / "other")]) == 1
+                          "--out_dir", str(tmp_path / "other")]) == 2
     assert "vqvae.sr 16000" in capsys.readouterr().err
     assert data_cli.main(["encode", "--data_dir", str(data_dir), "--vqvae_checkpoint", f"run_{SR}",
-                          "--out_dir", str(out)]) == 1
-    assert "already exists" in capsys.readouterr().err
+                          "--out_dir", str(out)]) == 2
+    assert "already exists; remove it or pass --overwrite" in capsys.readouterr().err
     assert "tensorflow" not in sys.modules   # also after the VQ-VAE and the prior's lyric helpers were used
 
 

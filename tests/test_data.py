@@ -518,5 +518,79 @@ def test_cli_builds_and_reports(songs, tmp_path, capsys):
     assert load_source(tmp_path, "train")[0]["audio"].shape[1] == 1
     assert cli_main(["info", "--data_dir", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out) == printed
-    assert cli_main(["build", "--audio_dir", str(tmp_path / "none"), "--data_dir", str(tmp_path)]) == 1
+    assert cli_main(["build", "--audio_dir", str(tmp_path / "none"), "--data_dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_every_bad_entry_is_built_or_skipped_with_its_reason(tmp_path):
+    """Broken and looping symbolic links, a folder link back up the tree, invalid UTF-8 in metadata.jsonl,
+    a UTF-8 byte-order mark, a 1-sample file and a header claiming 2^31-1 Hz: none aborts the build, each
+    is built or listed."""
+    root = tmp_path / "in"
+    _write(root / "good.wav", 1.0)
+    _write(root / "sub/good2.wav", 1.0)
+    sf.write(root / "one.wav", np.ones((1, 2), np.int16), SR)
+    sf.write(root / "one_at_48k.wav", np.ones((1, 2), np.int16), 48000)  # less than one sample at SR
+    _write(root / "huge_rate.wav", 0.1)
+    header = bytearray((root / "huge_rate.wav").read_bytes())
+    header[24:28] = (2**31 - 1).to_bytes(4, "little")                    # the fmt chunk's sample rate
+    (root / "huge_rate.wav").write_bytes(bytes(header))
+    os.symlink(root / "missing.wav", root / "broken.wav")
+    os.symlink(root / "loop_b.wav", root / "loop_a.wav")
+    os.symlink(root / "loop_a.wav", root / "loop_b.wav")
+    os.symlink("..", root / "sub/up")
+    os.symlink(root / "good.wav", root / "sub/linked.wav")                # a link to a file is a song
+    (root / "metadata.jsonl").write_bytes(
+        "\ufeff".encode() + json.dumps({"file": "good.wav", "artist": "A", "genre": "g"}).encode() + b"\n"
+        + b'{"file": "sub/good2.wav", "artist": "caf\xe9"}\n')
+    summary = build_dataset(BuildConfig(str(root), sr=SR, test_fraction=0.0), tmp_path / "out")
+    reasons = {s["file"]: s["reason"] for s in summary["skipped"]}
+    assert reasons == {
+        "metadata.jsonl:2": "not valid UTF-8 (byte 0xe9 at column 41)",
+        "sub/up": f"symbolic link loop (folder {os.path.realpath(root)} is already read)",
+        "broken.wav": f"broken symbolic link (to {root / 'missing.wav'})",
+        "loop_a.wav": "symbolic link loop",
+        "loop_b.wav": "symbolic link loop",
+        "huge_rate.wav": "header claims a sample rate of 2147483647 Hz; expected 1000 to 768000 Hz",
+        "one_at_48k.wav": "1 frame(s) at 48000 Hz is less than one sample at sr 16000",
+    }
+    assert summary["songs"] == {"train": 4}  # good, sub/good2, sub/linked, one
+    source = load_source(tmp_path / "out")
+    by_key = {r["song_key"].decode(): r for r in (source[i] for i in range(len(source)))}
+    assert by_key["one.wav"]["audio"].shape == (1, 2)
+    assert read_name_table(dataset_path(tmp_path / "out") / "artists.txt") == ["unknown", "a"]
+    assert by_key["good.wav"]["artist"] == 1  # the BOM no longer hides the first line's labels
+
+
+def test_a_song_that_resamples_to_nothing_is_skipped_not_lost(tmp_path, monkeypatch):
+    root = tmp_path / "in"
+    _write(root / "x.wav", 1.0)
+    _write(root / "y.wav", 1.0)
+    real = audio.read_audio
+    monkeypatch.setattr(audio, "read_audio", lambda path, **kw: (real(path, **kw)[0][:0], SR)
+                        if pathlib.Path(path).name == "y.wav" else real(path, **kw))
+    summary = build_dataset(BuildConfig(str(root), sr=SR, test_fraction=0.0), tmp_path / "out")
+    assert summary["skipped"] == [{"file": "y.wav", "reason": f"no samples left after resampling to sr {SR}"}]
+
+
+def test_cli_user_errors_exit_2_and_name_the_flag(songs, tmp_path, capsys, monkeypatch):
+    root, _ = songs
+    args = ["build", "--audio_dir", str(root), "--data_dir", str(tmp_path), "--sr", str(SR), "--test_fraction",
+            "0", "--window_seconds", "1.0"]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {dataset_path(tmp_path)} already exists; remove it or pass --overwrite"
+    assert cli_main(args + ["--beam_options", "direct_num_workers=2"]) == 2
+    assert "--beam_options needs --runner" in capsys.readouterr().err
+    # Without Apache Beam installed, --runner says what to install.
+    monkeypatch.setitem(sys.modules, "apache_beam", None)
+    monkeypatch.delitem(sys.modules, "jukejax.data.beam_builder", raising=False)
+    assert cli_main(args + ["--overwrite", "--runner", "DirectRunner"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'jukejax[beam]'" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):
+        cli_main(["build", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "must equal the vqvae.sr of the VQ-VAE config" in helptext

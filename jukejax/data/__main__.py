@@ -15,7 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from jukejax.config import ConfigError
-from jukejax.data.builder import BuildConfig, DatasetError, build_dataset, load_summary
+from jukejax.data.builder import (BuildConfig, DatasetError, DatasetExistsError, build_dataset, load_summary,
+                                  parse_beam_options)
+from jukejax.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,19 +28,42 @@ def _parser() -> argparse.ArgumentParser:
                                                           "metadata.jsonl")
     build.add_argument("--data_dir", required=True, help="output TFDS data_dir")
     defaults = BuildConfig(audio_dir="-")
-    build.add_argument("--sr", type=int, default=defaults.sr)
-    build.add_argument("--channels", type=int, default=defaults.channels, choices=(1, 2))
-    build.add_argument("--window_seconds", type=float, default=defaults.window_seconds)
-    build.add_argument("--min_duration", type=float, default=defaults.min_duration)
-    build.add_argument("--max_duration", type=float, default=defaults.max_duration)
-    build.add_argument("--test_fraction", type=float, default=defaults.test_fraction)
-    build.add_argument("--seed", type=int, default=defaults.seed)
+    build.add_argument("--sr", type=int, default=defaults.sr,
+                       help="sample rate every song is resampled to, in Hz; must equal the vqvae.sr of the "
+                            "VQ-VAE config you will train or encode with (configs/small_vqvae.py: 22050; the "
+                            "released models: 44100)")
+    build.add_argument("--channels", type=int, default=defaults.channels, choices=(1, 2),
+                       help="channels stored per window (mono files are upmixed for 2); the VQ-VAE takes one "
+                            "channel and training mixes stereo down (data.mono), so 1 halves the dataset")
+    build.add_argument("--window_seconds", type=float, default=defaults.window_seconds,
+                       help="length of a stored record in seconds; training chunks (data.sample_length / "
+                            "vqvae.sr) are cut across records, so this only sets the read granularity")
+    build.add_argument("--min_duration", type=float, default=defaults.min_duration,
+                       help="skip songs shorter than this many seconds; set it to at least the training "
+                            "chunk (sample_length / sr) of the config you will use, or such songs are "
+                            "never drawn")
+    build.add_argument("--max_duration", type=float, default=defaults.max_duration,
+                       help="skip songs this long or longer, in seconds (default: no limit)")
+    build.add_argument("--test_fraction", type=float, default=defaults.test_fraction,
+                       help="fraction of songs (whole songs, chosen by a seeded hash of the path) in the "
+                            "test split")
+    build.add_argument("--seed", type=int, default=defaults.seed, help="seed of the train/test split")
     build.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    build.add_argument("--runner", default=None,
+                       help="build on Apache Beam with this runner (DirectRunner, DataflowRunner, FlinkRunner, "
+                            "SparkRunner; needs `pip install 'jukejax[beam]'`): the same dataset, with "
+                            "decoding and windowing in the pipeline; default: in this process")
+    build.add_argument("--beam_options", default="",
+                       help="with --runner: comma-separated Beam pipeline options, e.g. "
+                            "'direct_num_workers=4,direct_running_mode=multi_processing' or "
+                            "'project=P,region=R,temp_location=gs://B/tmp'")
     info = commands.add_parser("info", help="print the build summary of a dataset")
-    info.add_argument("--data_dir", required=True)
+    info.add_argument("--data_dir", required=True, help="data_dir of `build` (or of `encode`'s --out_dir)")
     encode = commands.add_parser("encode", help="encode every song of a jukejax_music dataset with a trained "
                                                 "VQ-VAE into a jukejax_codes dataset")
-    encode.add_argument("--data_dir", required=True, help="the audio dataset (data_dir of `build`)")
+    encode.add_argument("--data_dir", required=True,
+                        help="the audio dataset (data_dir of `build`); its sample rate must equal the "
+                             "VQ-VAE's vqvae.sr")
     encode.add_argument("--vqvae_checkpoint", required=True, help="workdir of a trained VQ-VAE (train.py)")
     encode.add_argument("--out_dir", required=True, help="output TFDS data_dir for the codes")
     encode.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
@@ -48,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="audio per encoder call (rounded down to top hops); bounds memory")
     encode.add_argument("--context_seconds", type=float, default=1.0,
                         help="audio encoded and dropped either side of each chunk, against edge effects")
-    encode.add_argument("--chunk_batch", type=int, default=1, help="chunks per encoder call")
+    encode.add_argument("--chunk_batch", type=int, default=1,
+                        help="chunks per encoder call (per device: the batch is split over this process's "
+                             "devices)")
     encode.add_argument("--overwrite", action="store_true", help="replace an existing codes dataset")
     return parser
 
@@ -128,17 +155,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  window_seconds=args.window_seconds, min_duration=args.min_duration,
                                  max_duration=args.max_duration, test_fraction=args.test_fraction,
                                  seed=args.seed)
+            if args.beam_options and not args.runner:
+                raise ConfigError("--beam_options needs --runner (e.g. --runner=DirectRunner)")
             # TFDS prints progress to stdout; keep stdout for the summary JSON so it can be piped.
             with contextlib.redirect_stdout(sys.stderr):
-                summary = build_dataset(config, args.data_dir, overwrite=args.overwrite)
+                summary = build_dataset(config, args.data_dir, overwrite=args.overwrite, runner=args.runner,
+                                        beam_options=parse_beam_options(args.beam_options))
         elif args.command == "encode":
             with contextlib.redirect_stdout(sys.stderr):
                 summary = encode(args)
         else:
             summary = load_summary(args.data_dir)
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except DatasetExistsError as err:
+        print(f"error: {err.path} already exists; remove it or pass --overwrite", file=sys.stderr)
+        return 2
+    except (UserError, ConfigError, DatasetError, OSError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2))
     return 0
 

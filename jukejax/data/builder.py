@@ -20,6 +20,7 @@ Layout of a built dataset, `<data_dir>/jukejax_music/1.0.0/`:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ from tensorflow_datasets.core import hashing as tfds_hashing
 
 from jukejax import audio as audio_lib
 from jukejax.config import ConfigError
+from jukejax.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,22 @@ SPLITS = ("train", "test")
 FEATURE_NAMES = ("audio", "song_id", "window_index", "offset", "total_length", "sample_rate", "artist",
                  "genre", "lyrics", "song_key")
 WINDOW_FIELDS = ("song_id", "window_index", "offset", "length", "total_length")
+# Sample rates a file header may claim: outside this, a header is damaged (or the file would resample to
+# nothing or to an unbounded number of samples).
+MIN_FILE_RATE, MAX_FILE_RATE = 1000, 768000
 _INT16_SCALE = 32768.0  # soundfile's int16 <-> float convention, so PCM_16 input round-trips bit-exact
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset cannot be built or read: nothing usable, missing files, or a bad argument."""
+
+
+class DatasetExistsError(DatasetError):
+    """The output dataset folder exists and overwriting was not asked for."""
+
+    def __init__(self, path: PathLike, what: str = "overwrite=True"):
+        super().__init__(f"{path} already exists; remove it or pass {what}")
+        self.path = path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,18 +147,46 @@ class _Plan:
         log.warning("skipping %s: %s", file, reason)
         self.skipped.append({"file": file, "reason": reason})
 
+    def songs_of(self, split: str) -> List["_Song"]:
+        return [s for s in self.songs if s.split == split]
 
-def _walk(root: pathlib.Path, exclude: Sequence[pathlib.Path]) -> List[pathlib.Path]:
+
+def _walk(root: pathlib.Path, exclude: Sequence[pathlib.Path], plan: "_Plan") -> List[pathlib.Path]:
     """Every non-hidden file under `root`; hidden entries (`.DS_Store`, a build's own
-    `.incomplete` folder) and `exclude` folders (a data_dir placed inside audio_dir) are not candidates."""
+    `.incomplete` folder) and `exclude` folders (a data_dir placed inside audio_dir) are not candidates.
+    Symbolic links are followed, but a folder reached a second time (a link back up the tree) is skipped
+    as a loop; a broken file link or a link loop is skipped when its header is read. A folder that cannot
+    be listed is skipped with its reason."""
     exclude = {p.resolve() for p in exclude}
+    visited = {os.path.realpath(root)}
+
+    def unlistable(err: OSError) -> None:
+        plan.skip(_key_of(pathlib.Path(err.filename or root), root),
+                  f"cannot list folder ({err.strerror or err})")
+
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
         here = pathlib.Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames
-                             if not d.startswith(".") and (here / d).resolve() not in exclude)
+        keep = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(here / d)
+            if d.startswith(".") or pathlib.Path(real) in exclude:
+                continue
+            if real in visited:
+                plan.skip(_key_of(here / d, root), f"symbolic link loop (folder {real} is already read)")
+                continue
+            visited.add(real)
+            keep.append(d)
+        dirnames[:] = keep
         found.extend(here / f for f in sorted(filenames) if not f.startswith("."))
     return found
+
+
+def _key_of(path: pathlib.Path, root: pathlib.Path) -> str:
+    try:
+        return path.relative_to(root).as_posix() or "."
+    except ValueError:
+        return os.fspath(path)
 
 
 def _relative_key(name: str) -> str:
@@ -154,41 +195,54 @@ def _relative_key(name: str) -> str:
 
 def _read_metadata(path: pathlib.Path, plan: _Plan) -> Tuple[Dict[str, Tuple[int, dict]], Dict[str, str]]:
     """Labels by file key, and the keys whose labels are unusable (with why): a song with a wrong-typed or
-    contradictory line is skipped rather than silently trained as "unknown"."""
+    contradictory line is skipped rather than silently trained as "unknown". A line that is not valid
+    UTF-8 or not valid JSON is skipped with its line number; a UTF-8 byte-order mark (as some editors
+    write) is ignored. A metadata file that exists but cannot be read is listed as skipped."""
     labels: Dict[str, Tuple[int, dict]] = {}
     bad: Dict[str, str] = {}
-    if not path.exists():
+    if not os.path.lexists(path):
         return labels, bad
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            where = f"{METADATA_FILE}:{lineno}"
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                plan.skip(where, f"not valid JSON ({err.msg} at column {err.colno})")
-                continue
-            if not isinstance(entry, dict):
-                plan.skip(where, f"expected a JSON object, got {type(entry).__name__}")
-                continue
-            file = entry.get("file")
-            if not isinstance(file, str) or not file.strip():
-                plan.skip(where, f'"file" is {file!r}; expected a relative path string')
-                continue
-            key = _relative_key(file)
-            wrong = [f'"{k}" is {entry[k]!r} ({type(entry[k]).__name__}); expected a string'
-                     for k in ("artist", "genre", "lyrics") if k in entry and not isinstance(entry[k], str)]
-            if wrong:
-                bad.setdefault(key, f"{where}: {'; '.join(wrong)}")
-                continue
-            fields = {k: entry.get(k, "") for k in ("artist", "genre", "lyrics")}
-            if key in labels:
-                first_line, first = labels[key]
-                if first != fields:
-                    bad.setdefault(key, f"{METADATA_FILE} lines {first_line} and {lineno} disagree")
-                continue
-            labels[key] = (lineno, fields)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        plan.skip(METADATA_FILE, f"cannot read ({err.strerror or err}); every song gets unknown labels")
+        return labels, bad
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for lineno, raw in enumerate(data.splitlines(), start=1):
+        where = f"{METADATA_FILE}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            plan.skip(where, f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})")
+            continue
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as err:
+            plan.skip(where, f"not valid JSON ({err.msg} at column {err.colno})")
+            continue
+        if not isinstance(entry, dict):
+            plan.skip(where, f"expected a JSON object, got {type(entry).__name__}")
+            continue
+        file = entry.get("file")
+        if not isinstance(file, str) or not file.strip():
+            plan.skip(where, f'"file" is {file!r}; expected a relative path string')
+            continue
+        key = _relative_key(file)
+        wrong = [f'"{k}" is {entry[k]!r} ({type(entry[k]).__name__}); expected a string'
+                 for k in ("artist", "genre", "lyrics") if k in entry and not isinstance(entry[k], str)]
+        if wrong:
+            bad.setdefault(key, f"{where}: {'; '.join(wrong)}")
+            continue
+        fields = {k: entry.get(k, "") for k in ("artist", "genre", "lyrics")}
+        if key in labels:
+            first_line, first = labels[key]
+            if first != fields:
+                bad.setdefault(key, f"{METADATA_FILE} lines {first_line} and {lineno} disagree")
+            continue
+        labels[key] = (lineno, fields)
     return labels, bad
 
 
@@ -214,7 +268,7 @@ def _plan(config: BuildConfig, exclude: Sequence[pathlib.Path]) -> _Plan:
     plan = _Plan(config, [], [UNKNOWN], [UNKNOWN], [])
     labels, bad = _read_metadata(root / METADATA_FILE, plan)
     # Song ids follow the sorted relative paths, so they do not depend on the filesystem's walk order.
-    files = sorted((p for p in _walk(root, exclude) if p != root / METADATA_FILE),
+    files = sorted((p for p in _walk(root, exclude, plan) if p != root / METADATA_FILE),
                    key=lambda p: p.relative_to(root).as_posix())
     keys_on_disk = {p.relative_to(root).as_posix() for p in files}
     for key in sorted(set(labels) - keys_on_disk) + sorted(set(bad) - keys_on_disk):
@@ -260,7 +314,11 @@ def _check_duration(seconds: float, config: BuildConfig) -> Optional[str]:
 
 def _check_header(path: pathlib.Path, config: BuildConfig) -> Optional[str]:
     """Why `path` cannot be kept, judged from its header alone (decoding waits for generation)."""
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        return _unopenable(path, err)
+    if size == 0:
         return "zero-length file"
     try:
         frames, sample_rate, channels = audio_lib.probe(path)
@@ -268,9 +326,66 @@ def _check_header(path: pathlib.Path, config: BuildConfig) -> Optional[str]:
         return str(err).removeprefix(f"{path}: ")
     if frames <= 0:
         return "no audio frames (empty file)"
+    if not MIN_FILE_RATE <= sample_rate <= MAX_FILE_RATE:
+        return (f"header claims a sample rate of {sample_rate} Hz; expected {MIN_FILE_RATE} to "
+                f"{MAX_FILE_RATE} Hz")
     if config.channels == 2 and channels > 2:
         return f"{channels} channels; expected mono or stereo"
+    if frames * config.sr < sample_rate:
+        return f"{frames} frame(s) at {sample_rate} Hz is less than one sample at sr {config.sr}"
     return _check_duration(frames / sample_rate, config)
+
+
+def _unopenable(path: pathlib.Path, err: OSError) -> str:
+    if path.is_symlink():
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if err.errno == errno.ENOENT:
+            return f"broken symbolic link (to {os.readlink(path)})"
+    return f"cannot open ({err.strerror or err})"
+
+
+class SongSkipped(Exception):
+    """Raised by `decode_song` for a song that cannot be built; `reason` is what the summary records."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def decode_song(song: "_Song", config: BuildConfig) -> np.ndarray:
+    """The song at `config.sr` as int16 `(time, config.channels)`: decoded, resampled, mono files upmixed to
+    stereo as the original's loader does (or mixed to mono). `SongSkipped` with the reason if it cannot be
+    decoded, is empty after resampling, or its decoded length breaks the duration limits (headers of
+    compressed files can misstate the length)."""
+    try:
+        x, _ = audio_lib.read_audio(song.path, sr=config.sr, mono=config.channels == 1)
+    except audio_lib.AudioError as err:
+        raise SongSkipped(str(err).removeprefix(f"{song.path}: ")) from None
+    except OSError as err:  # vanished or unreadable since planning
+        raise SongSkipped(_unopenable(song.path, err)) from None
+    if len(x) == 0:
+        raise SongSkipped(f"no samples left after resampling to sr {config.sr}")
+    reason = _check_duration(len(x) / config.sr, config)
+    if reason:
+        raise SongSkipped(f"after decoding: {reason}")
+    if x.shape[1] == 1 and config.channels == 2:
+        x = np.repeat(x, 2, axis=1)
+    return _to_int16(x)
+
+
+def song_examples(song: "_Song", pcm: np.ndarray, config: BuildConfig
+                  ) -> Iterator[Tuple[str, Tuple[int, int, int, int, int], Dict[str, Any]]]:
+    """(record key, WINDOW_FIELDS row, record) of each window of a decoded song: contiguous windows of
+    `config.window_length`, the last keeping the remainder."""
+    width, total = config.window_length, len(pcm)
+    for k, offset in enumerate(range(0, total, width)):
+        window = pcm[offset:offset + width]
+        yield f"{song.key}#{k}", (song.song_id, k, offset, len(window), total), {
+            "audio": window, "song_id": song.song_id, "window_index": k, "offset": offset,
+            "total_length": total, "sample_rate": config.sr, "artist": song.artist,
+            "genre": song.genre, "lyrics": song.lyrics, "song_key": song.key,
+        }
 
 
 def _to_int16(x: np.ndarray) -> np.ndarray:
@@ -331,36 +446,25 @@ class JukejaxMusic(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {split: self._generate_examples(split) for split in present}
 
     def _generate_examples(self, split: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
-        config, plan = self._plan.config, self._plan
-        width = config.window_length
+        plan = self._plan
         rows = self.windows.setdefault(split, [])
-        songs = [s for s in plan.songs if s.split == split]
+        songs = plan.songs_of(split)
         for song in songs:
             try:
-                x, _ = audio_lib.read_audio(song.path, sr=config.sr, mono=config.channels == 1)
-            except audio_lib.AudioError as err:
-                plan.skip(song.key, str(err).removeprefix(f"{song.path}: "))
+                pcm = decode_song(song, plan.config)
+            except SongSkipped as err:
+                plan.skip(song.key, err.reason)
                 continue
-            reason = _check_duration(len(x) / config.sr, config)
-            if reason:  # headers of compressed files can misstate the length
-                plan.skip(song.key, f"after decoding: {reason}")
-                continue
-            if x.shape[1] == 1 and config.channels == 2:
-                x = np.repeat(x, 2, axis=1)  # the original's loader upmixes mono files to stereo too
-            pcm = _to_int16(x)
-            total = len(pcm)
-            for k, offset in enumerate(range(0, total, width)):
-                window = pcm[offset:offset + width]
-                key = f"{song.key}#{k}"
-                rows.append((key, (song.song_id, k, offset, len(window), total)))
-                yield key, {
-                    "audio": window, "song_id": song.song_id, "window_index": k, "offset": offset,
-                    "total_length": total, "sample_rate": config.sr, "artist": song.artist,
-                    "genre": song.genre, "lyrics": song.lyrics, "song_key": song.key,
-                }
+            for key, row, example in song_examples(song, pcm, plan.config):
+                rows.append((key, row))
+                yield key, example
         if not rows:
-            raise DatasetError(f"split {split!r}: none of its {len(songs)} song(s) could be decoded; "
-                               f"see the skipped files logged above")
+            raise _no_song_decoded(split, len(songs))
+
+
+def _no_song_decoded(split: str, n: int) -> "DatasetError":
+    return DatasetError(f"split {split!r}: none of its {n} song(s) could be decoded; see the skipped files "
+                        f"logged above")
 
 
 def dataset_path(data_dir: PathLike) -> pathlib.Path:
@@ -451,17 +555,49 @@ def _window_tables(built: pathlib.Path, builder: JukejaxMusic) -> Dict[str, Dict
     return tables
 
 
-def build_dataset(config: BuildConfig, data_dir: PathLike, *, overwrite: bool = False) -> Dict[str, Any]:
+def parse_beam_options(text: Optional[str]) -> List[str]:
+    """`"a=1,b=x"` (the form of `--beam_options`) -> Beam pipeline flags `["--a=1", "--b=x"]`."""
+    flags = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, eq, value = item.removeprefix("--").partition("=")
+        if not name or not eq:
+            raise ConfigError(f"--beam_options entry {item!r}; expected name=value (comma-separated)")
+        flags.append(f"--{name}={value}")
+    return flags
+
+
+def _beam_builder():
+    try:
+        from jukejax.data import beam_builder
+    except ImportError as err:
+        if "apache_beam" not in str(err):
+            raise
+        raise ConfigError("building with a Beam runner needs Apache Beam: pip install 'jukejax[beam]' "
+                          "(or drop --runner to build in this process)") from None
+    return beam_builder
+
+
+def build_dataset(config: BuildConfig, data_dir: PathLike, *, overwrite: bool = False,
+                  runner: Optional[str] = None, beam_options: Sequence[str] = ()) -> Dict[str, Any]:
     """Build the `jukejax_music` dataset from `config.audio_dir` into `data_dir`; returns the summary.
 
+    With `runner` (a Beam runner name: "DirectRunner", "DataflowRunner", ...; `beam_options` are its
+    pipeline flags, e.g. ["--direct_num_workers=2"]) songs are decoded and windowed on Apache Beam (see
+    `jukejax.data.beam_builder`); the dataset is the same.
+
     All-or-nothing: the dataset is written under a hidden temporary folder in `data_dir` and renamed into
-    `<data_dir>/jukejax_music/1.0.0` only once every file (records, tables, summary) is complete. Unusable
-    files are skipped with a logged warning and listed in the summary; if no song is left, `DatasetError`.
+    `<data_dir>/jukejax_music/1.0.0` only once every file (records, tables, summary) is complete. Every file
+    is either built or skipped with its reason (logged, and listed in the summary); if no song is left,
+    `DatasetError`.
     """
     data_dir = pathlib.Path(data_dir)
     final = data_dir / NAME / VERSION
     if final.exists() and not overwrite:
-        raise DatasetError(f"{final} already exists; remove it or pass overwrite=True")
+        raise DatasetExistsError(final)
+    beam_lib = _beam_builder() if runner else None
     plan = _plan(config, exclude=[data_dir])
     if not plan.songs:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in plan.skipped[:3])
@@ -471,8 +607,11 @@ def build_dataset(config: BuildConfig, data_dir: PathLike, *, overwrite: bool = 
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp_root = pathlib.Path(tempfile.mkdtemp(prefix=f".{NAME}.incomplete-", dir=data_dir))
     try:
-        builder = JukejaxMusic(plan=plan, data_dir=os.fspath(tmp_root), file_format="array_record")
-        builder.download_and_prepare(file_format="array_record")
+        if beam_lib is not None:
+            builder = beam_lib.prepare(plan, tmp_root, runner, beam_options)
+        else:
+            builder = JukejaxMusic(plan=plan, data_dir=os.fspath(tmp_root), file_format="array_record")
+            builder.download_and_prepare(file_format="array_record")
         built = pathlib.Path(os.fspath(builder.data_dir))
         for split, table in _window_tables(built, builder).items():
             np.savez(built / WINDOWS_FILE.format(split=split), **table)

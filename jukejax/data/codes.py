@@ -53,7 +53,7 @@ from tensorflow_datasets.core import hashing as tfds_hashing
 
 from jukejax import audio as audio_lib
 from jukejax.config import ConfigError
-from jukejax.data.builder import (ARTISTS_FILE, GENRES_FILE, SPLITS, SUMMARY_FILE, DatasetError, RecordSource,
+from jukejax.data.builder import (ARTISTS_FILE, GENRES_FILE, SPLITS, SUMMARY_FILE, DatasetError, DatasetExistsError, RecordSource,
                                   dataset_path, load_source, load_summary)
 from jukejax.data.pipeline import build_song_index, stack_examples, window_table
 
@@ -386,7 +386,7 @@ def encode_dataset(data_dir: PathLike, out_dir: PathLike, encode_fn: EncodeFn, *
     out_dir = pathlib.Path(out_dir)
     final = out_dir / NAME / VERSION
     if final.exists() and not overwrite:
-        raise DatasetError(f"{final} already exists; remove it or pass overwrite=True")
+        raise DatasetExistsError(final)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = _EncodePlan(audio_dir, splits, levels, chunks, code_dtype, encode_fn, sample_rate,
                        {s: audio_summary["songs"].get(s, 0) for s in splits})
