@@ -5,9 +5,8 @@
 """
 import logging
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 _DEFAULTS = str(pathlib.Path(__file__).resolve().parent / "configs" / "sample_defaults.py")
@@ -46,7 +45,8 @@ flags.DEFINE_float("prompt_length_in_seconds", None, "primed: prompt length; con
 flags.DEFINE_string("codes_file", None, "continue/upsample: level_*/codes.npz of an earlier run")
 flags.DEFINE_string("keep", None, "continue: rows of the codes file to keep, e.g. 2,5 (co-composition)")
 flags.DEFINE_bool("resume", None, "go on with a killed run in --workdir")
-from jukejax.cli import define_distributed_flags  # noqa: E402
+from jukejax.cli import (absl_main, define_distributed_flags, initialize_distributed_from_flags,  # noqa: E402
+                         run_absl)
 
 define_distributed_flags()
 FLAGS = flags.FLAGS
@@ -72,22 +72,17 @@ def config_with_flags(config):
     return config
 
 
-def main(argv):
-    del argv
+def _main() -> int:
     from absl import logging as absl_logging
     from jukejax.sample import run as run_lib
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
-    try:
-        config = config_with_flags(FLAGS.config)
-    except run_lib.USER_ERRORS as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    from jukejax.cli import initialize_distributed_from_flags
+    config = config_with_flags(FLAGS.config)
     initialize_distributed_from_flags()
-    return run_lib.main(config, FLAGS.workdir)
+    run_lib.run(config, FLAGS.workdir)
+    return 0
 
+
+main = absl_main(_main)
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from jukejax.cli import parse_flags_or_exit
-    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags_or_exit)
+    run_absl(main, logging.WARNING)

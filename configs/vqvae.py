@@ -1,4 +1,4 @@
-"""The released Jukebox VQ-VAE (original registry name `vqvae`, reference §1.4): 44.1 kHz, 3 levels with
+"""The released Jukebox VQ-VAE (registry name `vqvae` in the original `hparams.py`): 44.1 kHz, 3 levels with
 hop lengths 8/32/128, 2048 codes of width 64 per level, lmix + multi-scale spectral + commit losses.
 
 Describe:  python train.py --config=configs/vqvae.py --describe --json

@@ -1,4 +1,5 @@
-"""Reading, writing and resampling audio: the first and last step of the data flow (reference §4.3).
+"""Reading, writing and resampling audio: the first and last step of the data flow
+(the original's `utils/io.py::load_audio` and `data/files_dataset.py`).
 
 Arrays are float32 `(time, channels)` in [-1, 1], the layout the original's loader returns after its
 transpose. Decoding goes through libsndfile (soundfile), so anything libsndfile reads works (wav, flac,
@@ -7,15 +8,17 @@ band-limited 'VHQ' filter, the quality PyAV's swresample gives the original.
 """
 from __future__ import annotations
 
+import io
 import os
 import pathlib
-import uuid
 import warnings
 from typing import Optional, Tuple, Union
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from jukejax.errors import UserError, atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
 
@@ -26,7 +29,7 @@ AUDIO_EXTENSIONS: Tuple[str, ...] = (".wav", ".flac", ".ogg", ".opus", ".mp3", "
 _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """An audio file cannot be used: unreadable, corrupt, empty or not finite."""
 
 
@@ -127,6 +130,19 @@ def duration(path: PathLike) -> float:
     return frames / sample_rate
 
 
+def check_writable_audio_path(path: PathLike, subtype: str = "PCM_16") -> str:
+    """The libsndfile format `write_audio` would use for `path` (from its extension); an `AudioError` when
+    the extension or subtype cannot be written. Callers check this before long work whose result goes there."""
+    path = pathlib.Path(path)
+    fmt = _WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"{path}: cannot write extension {path.suffix!r}; "
+                         f"supported: {', '.join(sorted(_WRITE_FORMATS))}")
+    if not sf.check_format(fmt, subtype):
+        raise AudioError(f"{path}: subtype {subtype!r} is not valid for {fmt}")
+    return fmt
+
+
 def write_audio(path: PathLike, x: np.ndarray, sr: int, subtype: str = "PCM_16") -> pathlib.Path:
     """Write `(time,)` or `(time, channels)` audio to a .wav or .flac file, clipped to [-1, 1].
 
@@ -137,12 +153,7 @@ def write_audio(path: PathLike, x: np.ndarray, sr: int, subtype: str = "PCM_16")
     looks like a finished sample. On failure the temporary file is removed and the error re-raised.
     """
     path = pathlib.Path(path)
-    fmt = _WRITE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"{path}: cannot write extension {path.suffix!r}; "
-                         f"supported: {', '.join(sorted(_WRITE_FORMATS))}")
-    if not sf.check_format(fmt, subtype):
-        raise AudioError(f"{path}: subtype {subtype!r} is not valid for {fmt}")
+    fmt = check_writable_audio_path(path, subtype)
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
         x = x[:, None]
@@ -155,12 +166,7 @@ def write_audio(path: PathLike, x: np.ndarray, sr: int, subtype: str = "PCM_16")
         # libsndfile scales floats by 32767 on write but 1/32768 on read; quantising with read's scale makes
         # read -> write of a 16-bit file lossless.
         x = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-    # A fresh name (not mkstemp) so the file gets the usual umask permissions instead of 0600.
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        sf.write(os.fspath(tmp), x, int(sr), subtype=subtype, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    encoded = io.BytesIO()
+    sf.write(encoded, x, int(sr), subtype=subtype, format=fmt)
+    atomic_write_bytes(path, encoded.getvalue())
     return path

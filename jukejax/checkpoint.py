@@ -11,11 +11,13 @@ from typing import Any, Dict, Optional, Tuple
 
 import ml_collections
 
+from jukejax.errors import UserError, atomic_write_text
+
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint directory is missing, incomplete or does not match its config."""
 
 
@@ -23,9 +25,7 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> pathlib.Pat
     """Store the run's config beside its checkpoints (atomically), so tools can rebuild the model."""
     path = pathlib.Path(workdir) / CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(config.to_json(indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, config.to_json(indent=2))
     return path
 
 

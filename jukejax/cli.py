@@ -1,24 +1,90 @@
-"""Shared bits of the absl entry points: flag parsing that reports bad flags in one line."""
+"""Shared bits of the command-line entry points: how errors are reported, flag parsing, distributed flags.
+
+A user error (`jukejax.errors.UserError`: bad flag, config, file or checkpoint) or an `OSError` is one line on
+stderr, `error: ...`, and exit status 2. Anything else is a bug and keeps its traceback. `--traceback` shows the
+traceback for user errors too (absl entry points: the shared flag below; argparse ones: `add_traceback_argument`).
+"""
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
-from typing import List
+from typing import Callable, List, Sequence
 
-from absl import flags
+from absl import app, flags
+
+from jukejax.errors import USER_ERRORS, UserError
+
+_TRACEBACK_HELP = "on a user error (bad flag/config/file), show the traceback instead of one line"
+flags.DEFINE_bool("traceback", False, _TRACEBACK_HELP)
+
+
+def add_traceback_argument(parser: argparse.ArgumentParser) -> None:
+    """`--traceback` for the argparse entry points (`python -m jukejax.convert`, `.vqvae`, `.data`, `.bench`)."""
+    parser.add_argument("--traceback", action="store_true", help=_TRACEBACK_HELP)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (its type's name when it has none)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def print_error(error: BaseException) -> int:
+    """Print `error: <message>` on stderr; returns the exit status of a user error, 2."""
+    print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
+    return 2
+
+
+def run_reporting_user_errors(body: Callable[[], int], traceback: bool = False) -> int:
+    """`body()`'s exit status; a user error or OSError is printed as one line and gives 2 (re-raised with its
+    traceback when `traceback`). Anything else propagates: a bug must show where it happened."""
+    try:
+        return body()
+    except USER_ERRORS as e:
+        if traceback:
+            raise
+        return print_error(e)
+
+
+def absl_main(body: Callable[[], int]) -> Callable[[List[str]], int]:
+    """The `main(argv)` of an absl entry point whose work is `body()`, errors reported as above."""
+    def main(argv: List[str]) -> int:
+        del argv
+        return run_reporting_user_errors(body, traceback=flags.FLAGS.traceback)
+    return main
+
+
+def run_absl(main: Callable[[List[str]], int], log_level: int) -> None:
+    """Start an absl entry point: log format and level, flags parsed by `parse_flags_or_exit`, exit status."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags_or_exit)
+
+
+def _unknown_config_field(error: BaseException) -> bool:
+    """ml_collections reports `--config.x.unknown=1` as an AttributeError wrapping the KeyError of the field."""
+    return isinstance(error, AttributeError) and bool(error.args) and isinstance(error.args[0], KeyError)
 
 
 def parse_flags_or_exit(argv: List[str]) -> List[str]:
     """absl's parser, but a bad flag or config override (`--config.data.foo=1`, a missing config file) is
-    one line on stderr and exit status 2, not a traceback."""
+    one line on stderr and exit status 2, not a traceback (with `--traceback` among the flags: the traceback).
+    A bug in a config file's `get_config()` keeps its traceback."""
     try:
         return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        if isinstance(e, (AttributeError, KeyError)):
-            field = message.strip("\"'")
-            message = f"unknown config field {field!r} (the config file lists the fields it has)"
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+    except (flags.Error, UserError, OSError, AttributeError) as e:
+        unknown_field = _unknown_config_field(e)
+        if (isinstance(e, AttributeError) and not unknown_field) or _wants_traceback(argv):
+            raise
+        if unknown_field:
+            field = one_line(e.args[0]).strip("\"'")
+            print(f"error: unknown config field {field!r} (the config file lists the fields it has)",
+                  file=sys.stderr)
+            sys.exit(2)
+        sys.exit(print_error(e))
+
+
+def _wants_traceback(argv: Sequence[str]) -> bool:
+    return any(a in ("--traceback", "--traceback=true", "--traceback=True", "--traceback=1") for a in argv)
 
 
 def define_distributed_flags() -> None:

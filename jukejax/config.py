@@ -12,14 +12,16 @@ import types
 import typing
 from typing import Any, Optional, Tuple
 
+from jukejax.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A configuration field is missing, unknown or has a wrong value."""
 
 
 @dataclasses.dataclass(frozen=True)
 class VQVAEConfig:
-    """Hyperparameters of the hierarchical VQ-VAE (original `hparams.py` names, reference §1.4)."""
+    """Hyperparameters of the hierarchical VQ-VAE (names of the original `hparams.py`, registry entry `vqvae`)."""
     sr: int = 44100
     levels: int = 3
     downs_t: Tuple[int, ...] = (3, 2, 2)
@@ -78,7 +80,7 @@ class VQVAEConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Where training audio comes from and how windows are cut (reference §4.3)."""
+    """Where training audio comes from and how windows are cut (the original's `data/files_dataset.py`)."""
     dataset_dir: str = ""           # a TFDS data_dir written by `jukejax.data.build_dataset`
     raw_audio: bool = False         # priors: encode audio batches with the frozen VQ-VAE every step instead
                                     # of reading pre-encoded codes (the original's way; slower)
@@ -106,7 +108,8 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """Adam with warmup, optional linear decay, global-norm clipping and decoupled weight decay (§4.2)."""
+    """Adam with warmup, optional linear decay, global-norm clipping and decoupled weight decay
+    (the original `train.py::get_optimizer`)."""
     lr: float = 3e-4
     beta1: float = 0.9
     beta2: float = 0.999

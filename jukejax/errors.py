@@ -17,6 +17,32 @@ class UserError(ValueError):
     """Bad input, bad config or bad checkpoint: reported as one line naming the file/field and what was expected."""
 
 
+# What the command-line entry points report as one line (exit 2): the user's input, or the machine's (a missing
+# file, a full disk).
+USER_ERRORS = (UserError, OSError)
+
+
+def check_workdir(workdir: Union[str, os.PathLike]) -> pathlib.Path:
+    """Create `workdir` (with its parents) and prove it writable with a 4 KiB probe file, before any work: an
+    `OSError` `workdir W: not writable (reason)` for a read-only place, a path through a file, or a full disk."""
+    path = pathlib.Path(workdir)
+    probe = path / f".write_probe_{os.getpid()}_{uuid.uuid4().hex}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OSError(f"workdir {path}: not writable ({e.strerror or e})") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return path
+
+
 def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a part: a hidden
     temporary file in the same directory, fsync'ed, then renamed over `path` (removed if anything fails)."""

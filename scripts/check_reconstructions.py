@@ -28,6 +28,9 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jukejax.cli import print_error  # noqa: E402
+from jukejax.errors import USER_ERRORS, UserError  # noqa: E402
+
 
 def chroma(x: np.ndarray, sr: int, n_fft: int = 4096, hop: int = 1024, fmin: float = 60.0,
            fmax: float = 2000.0) -> np.ndarray:
@@ -75,7 +78,7 @@ def test_songs(data_dir: str, seconds: float, skip_seconds: float) -> List[Dict[
         songs.append(dict(key=key.decode() if isinstance(key, bytes) else str(key), audio=clip,
                           sr=source.sample_rate))
     if not songs:
-        raise ValueError(f"{data_dir}: the test split has no songs")
+        raise UserError(f"{data_dir}: the test split has no songs")
     return songs
 
 
@@ -102,7 +105,7 @@ def check(data_dir: str, model_dir: str, out_dir: str, seconds: float = 10.0, sk
     recons = []
     for song in songs:
         if song["sr"] != vq.sr:
-            raise ValueError(f"{data_dir}: sample rate {song['sr']} but the VQ-VAE expects {vq.sr}")
+            raise UserError(f"{data_dir}: sample rate {song['sr']} but the VQ-VAE expects {vq.sr}")
         x = song["audio"][:song["audio"].shape[0] // top * top]
         song["audio"] = x
         zs = encode(variables, jnp.asarray(x)[None, :, None])
@@ -154,18 +157,17 @@ def main(argv=None) -> int:
     data_dir = data / "data" if (data / "data").is_dir() else data
     try:
         result = check(str(data_dir), args.model, args.out, args.seconds, args.skip_seconds)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return print_error(e)
     levels = sum(1 for k in result["mean"] if k.startswith("sc_db_l"))
     print_table(result, levels, args.out)
     if args.update_card:
-        from jukejax.sample.outputs import _atomic_write_bytes
+        from jukejax.errors import atomic_write_text
         from train_demo import write_model_card  # scripts/ is on sys.path when run as a script
         model = pathlib.Path(args.model)
         card = json.loads((model / "training.json").read_text())
         card["reconstruction_check"] = result
-        _atomic_write_bytes(model / "training.json", json.dumps(card, indent=2, default=float).encode())
+        atomic_write_text(model / "training.json", json.dumps(card, indent=2, default=float))
         write_model_card(model, card)
         print(f"updated {model / 'training.json'} and {model / 'MODEL_CARD.md'}")
     return 0

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     from jukejax.train import run as run_lib
     from jukejax.train.prior_task import make_task as make_prior_task
     from jukejax.train.vqvae_task import make_task as make_vqvae_task
-    from jukejax.sample.outputs import _atomic_write_bytes  # a kill mid-write must not leave half a record
+    from jukejax.errors import atomic_write_text  # a kill mid-write must not leave half a record
 
     data = pathlib.Path(args.data) / "data"
     runs, out = pathlib.Path(args.runs), pathlib.Path(args.out)
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
                 encode_fn = make_vqvae_encode_fn(str(runs / "vqvae"))
                 codes_lib.encode_dataset(str(data), str(codes_dir), encode_fn,
                                          hop_lengths=encode_fn.config.hop_lengths)
-                _atomic_write_bytes(runs / ENCODE_FILE, json.dumps({"encode_seconds": time.time() - t}).encode())
+                atomic_write_text(runs / ENCODE_FILE, json.dumps({"encode_seconds": time.time() - t}))
         print(f"== {component}: {config_name}, up to {config.train.num_steps} steps or {budget:g} min", flush=True)
         t = time.time()
         history = run_lib.train(config, str(runs / component))
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         card["stages"][component] = dict(config=f"configs/{config_name}.py", steps=history["step"][-1] if
                                          history["step"] else 0, wall_seconds=wall,
                                          first_log=logs[0] if logs else {}, last_log=logs[-1] if logs else {})
-        _atomic_write_bytes(done, json.dumps(card["stages"][component], default=float).encode())
+        atomic_write_text(done, json.dumps(card["stages"][component], default=float))
 
     if (runs / ENCODE_FILE).exists():
         card.update(json.loads((runs / ENCODE_FILE).read_text()))

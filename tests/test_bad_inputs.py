@@ -177,11 +177,12 @@ def test_unwritable_workdir_is_checked_before_work(tmp_path):
 
 
 def test_full_disk_is_checked_before_work(tmp_path, monkeypatch):
+    from jukejax import errors
     from jukejax.train import loop
 
-    def full(self, data):
+    def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    monkeypatch.setattr(errors.os, "fsync", full)
     with pytest.raises(OSError, match="No space left") as e:
         loop.check_workdir(str(tmp_path / "run"))
     assert "run" in one_line(e)

@@ -130,7 +130,8 @@ def jukejax_configs(vq_fields, priors, genres):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# HF keys -> openai/jukebox keys (HF's convert_jukebox.py renames, reference §5.3, run backwards)
+# HF keys -> openai/jukebox keys (the renames of transformers'
+# models/deprecated/jukebox/convert_jukebox.py, run backwards)
 
 _CONV1D = re.compile(r"\.(attn\.c_attn|attn\.c_enc_kv|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.(weight|bias)$")
 
@@ -358,7 +359,7 @@ def test_hf_config_maps_to_the_hand_written_configs(name, request):
 
 
 def test_original_key_names(tiny, released):
-    # Literal names from reference §5.2 (the original state dicts), as the openai files were written.
+    # Literal names of the original state dicts (keys of the released openai .pth.tar files).
     for key in ["encoders.0.level_blocks.0.model.0.0.weight",
                 "encoders.0.level_blocks.0.model.0.1.model.1.model.3.bias",
                 "encoders.2.level_blocks.1.model.1.weight", "decoders.0.level_blocks.0.model.0.weight",

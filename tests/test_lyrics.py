@@ -1,4 +1,5 @@
-"""Lyric vocabularies, cleaning, the linear lyric window, and the label vector y (reference §2.4-2.5)."""
+"""Lyric vocabularies, cleaning, the linear lyric window, and the label vector y (original
+`data/text_processor.py`, `data/labels.py`)."""
 import re
 import warnings
 

@@ -1,4 +1,4 @@
-"""jukejax.data.music21_corpus: the music21-corpus demo dataset recipe (issue #9).
+"""jukejax.data.music21_corpus: the music21-corpus demo dataset recipe.
 
 Selection, instruments, lyrics with times, repeats, the stuck-note guard and the metadata format are
 checked without FluidSynth (tiny music21 streams built here; the tests that need the music21 package skip

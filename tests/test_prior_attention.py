@@ -18,7 +18,8 @@ PRIME_ATTN_LEN = (PRIME_LEN // BLOCKS + 1) * BLOCKS  # original `_prime_len`: 8
 
 
 def brute_visible(t, i, j):
-    """Whether query i sees key position j, straight from the reference table (§2.3)."""
+    """Whether query i sees key position j, straight from the original's mask rules
+    (`transformer/factored_attention.py::get_mask` and the `*_attn` functions)."""
     bi, bj = i // BLOCK_CTX, j // BLOCK_CTX
     last_block = BLOCKS - 1
     return {

@@ -5,7 +5,7 @@ import pytest
 
 from jukejax.train import run as run_lib
 
-# What the PyTorch port counts for the same shapes (issue #4), and the original's parameter layout.
+# What the PyTorch port counts for the same shapes , and the original's parameter layout.
 RELEASED = {
     "prior_5b_lyrics": 5_640_506_800,
     "prior_1b_lyrics": 947_003_392,

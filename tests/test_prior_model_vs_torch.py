@@ -6,7 +6,7 @@ timing), (c) 5b_lyrics (separate lyric encoder, attn_order 10 cross-attention, m
 weights in torch, copied through `load_torch_prior` (HF key names), fp32.
 
 Where the port deviates from openai/jukebox we follow the original:
-- `forward_tokens` crashes on priors without lyrics (reference hf-port-as-oracle.md), so (a) is computed
+- `forward_tokens` crashes on priors without lyrics (`get_encoder_loss` calls `.device` on None), so (a) is computed
   with the port's `get_cond` + its transformer's forward, which is what `forward_tokens` does with lyrics.
 - `forward_tokens` fails for batch > 1 with lyrics (`.view` of a non-contiguous slice): (b), (c) use batch 1.
 """

@@ -1,6 +1,7 @@
 """Teacher-forced parity with the HF transformers port of Jukebox on random weights (fp32, CPU).
 
-The HF port is configured as the original behaves (reference hf-port-as-oracle.md): `mask=True`, and
+The HF port is configured as the original behaves (the port's teacher-forced logits then equal
+openai/jukebox's bit for bit on tiny random-weight models): `mask=True`, and
 `merged_decoder` False for upsampler/1b-like models, True for 5b-like ones. Where the port deviates from
 openai/jukebox, jukejax follows the original:
 - HF's `_init_weights` does not force zero_out on cross-attention layers (the original does). Weights are

@@ -272,7 +272,7 @@ def test_bad_settings_are_one_line_errors(bundle_dir, tmp_path, overrides, messa
 def test_unwritable_workdir_is_checked_first(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(run_lib.SampleError, match="is not writable"):
+    with pytest.raises(OSError, match="not writable"):
         run_lib.run(make_config(tmp_path / "no_such_bundle"), blocker / "out")
 
 

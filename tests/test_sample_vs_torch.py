@@ -1,7 +1,7 @@
 """Greedy cached sampling against the HF transformers port of Jukebox (same random weights, fp32, CPU).
 
 The port's `JukeboxConditionalAutoregressive.sample` / `primed_sample` reproduce the original's cached
-sampling bit for bit (reference hf-port-as-oracle.md) when configured as the original behaves: `mask=True`,
+sampling bit for bit (identical tokens and per-step logits, measured on tiny random-weight models) when configured as the original behaves: `mask=True`,
 `merged_decoder=False` for an upsampler. With top_k=1 its `filter_logits` leaves only the argmax finite, so
 its categorical draw is deterministic and the token sequences must be equal.
 """

@@ -1,7 +1,7 @@
 """jukejax's VQ-VAE against transformers' PyTorch port on random weights (fp32, CPU).
 
 Only the port's `encode`/`decode` are used: its `forward` quantises level L with the codebook of level
-levels-1-L (reference hf-port-as-oracle.md), whereas jukejax follows openai/jukebox, where level L uses its
+levels-1-L (its bottleneck indexes `level_blocks[-level-1]`), whereas jukejax follows openai/jukebox, where level L uses its
 own codebook. `encode`/`decode` of the port were measured equal to the original's.
 """
 import numpy as np

@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from jukejax.cli import add_traceback_argument, run_reporting_user_errors
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jukejax.bench", description=__doc__.split("\n\n")[0])
@@ -23,6 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, help="override the timed rounds of every row")
     p.add_argument("--markdown", action="store_true", help="print the table in Markdown (docs/benchmarks.md)")
     p.add_argument("--depth", type=int, help="override the layers of every bench prior (--quick uses 2)")
+    add_traceback_argument(p)
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads {args.threads} must be >= 1")
@@ -63,9 +66,12 @@ def main(argv=None) -> int:
         # if it does not.
         pass
     note = limit_threads(args.threads)
-    from jukejax.bench import run
-    run.main(args, note)
-    return 0
+
+    def body() -> int:
+        from jukejax.bench import run
+        run.main(args, note)
+        return 0
+    return run_reporting_user_errors(body, traceback=args.traceback)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,9 @@ def jukejax_config(bench: BenchPrior, dtype: str = "float32") -> PriorConfig:
 
 
 def hf_prior_kwargs(pc: PriorConfig) -> Dict[str, Any]:
-    """`JukeboxPriorConfig` kwargs of the same model, configured as the original behaves (reference
-    hf-port-as-oracle.md: mask=True, merged_decoder False for upsamplers and 1b, no dropout)."""
+    """`JukeboxPriorConfig` kwargs of the same model, configured as the original behaves: mask=True
+    (the port's default False is not causal for block layers), merged_decoder False for upsamplers and 1b, no
+    dropout."""
     h, vq = pc.hps, pc.vqvae
     return dict(
         act_fn="quick_gelu", attention_multiplier=h.m_attn, mlp_multiplier=h.m_mlp, attn_res_scale=h.res_scale,
@@ -369,7 +370,7 @@ def decode_rows(pair: PriorPair, batch: int, n_new: int, repeats: int, bandwidth
 
 def hf_loss(model, inp: Dict[str, np.ndarray], device: str):
     """The port's training loss as `forward_tokens` computes it, via get_cond + the prior's forward
-    (`forward_tokens` crashes on a prior without lyrics; reference hf-port-as-oracle.md)."""
+    (`forward_tokens` crashes on a prior without lyrics: its `get_encoder_loss` calls `.device` on None)."""
     conds = [torch.from_numpy(inp["z_cond"]).to(device)] if inp["z_cond"] is not None else []
     z = torch.from_numpy(inp["z"]).to(device)
     xc, yc, lyrics = model.get_cond(conds, torch.from_numpy(inp["y"]).to(device))

@@ -58,6 +58,7 @@ import numpy as np
 from jukejax.convert import hf_config as hf_config_lib
 from jukejax.convert import torch_io
 from jukejax.convert.torch_io import CheckpointReadError, LazyTensor, UnsafeCheckpointError
+from jukejax.errors import UserError
 
 __all__ = ["ConversionError", "CheckpointReadError", "UnsafeCheckpointError", "RELEASED_MODELS",
            "convert_openai", "convert_hf", "describe", "load_config_file"]
@@ -77,7 +78,7 @@ HF_TOKENIZER_FILES = ("artists.json", "genres.json", "lyrics.json")
 _LIST_LIMIT = 40
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """The inputs cannot be converted; the message says which file or field and why."""
 
 

@@ -19,6 +19,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from jukejax.cli import add_traceback_argument
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jukejax.convert", description=__doc__.split("\n\n")[0],
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="stored dtype of the prior params (the VQ-VAE stays float32)")
     p.add_argument("--describe", metavar="DIR", help="print parameter counts of a converted directory")
     p.add_argument("--json", action="store_true", help="with --describe: one JSON object")
+    add_traceback_argument(p)
     return p
 
 
@@ -59,44 +62,43 @@ def _print_describe(rows, as_json: bool) -> None:
               f"{'yes' if r['match'] else 'NO':<5}  {','.join(r['dtypes'])}{extra}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    from jukejax.checkpoint import CheckpointError
-    from jukejax.config import ConfigError
-    from jukejax.convert import CheckpointReadError, ConversionError, convert_hf, convert_openai, describe
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from jukejax.convert import convert_hf, convert_openai, describe
 
-    try:
-        if args.describe:
-            rows = describe(args.describe)
-            _print_describe(rows, args.json)
-            return 0 if all(r["match"] for r in rows) else 1
-        if not args.source_kind or not args.out:
-            parser.error("give --from openai|hf and --out (or --describe DIR)")
-        if args.source_kind == "hf":
-            if not args.source:
-                parser.error("--from hf needs the HF model folder or weights file")
-            for flag in ("vqvae", "model", "vqvae_config"):
-                if getattr(args, flag):
-                    parser.error(f"--{flag} is for --from openai; an HF model carries its own config")
-            if args.prior or args.prior_config:
-                parser.error("--prior/--prior_config are for --from openai")
-            manifest = convert_hf(args.source, args.out, dtype=args.dtype, artist_ids=args.artist_ids,
-                                  genre_ids=args.genre_ids, progress=_progress)
-        else:
-            if args.source:
-                parser.error(f"unexpected argument {args.source!r}: openai files go in --vqvae/--prior")
-            manifest = convert_openai(args.out, vqvae=args.vqvae, priors=args.prior, model=args.model,
-                                      vqvae_config=args.vqvae_config, prior_configs=args.prior_config,
-                                      artist_ids=args.artist_ids, genre_ids=args.genre_ids, dtype=args.dtype,
-                                      progress=_progress)
-    except (ConversionError, CheckpointReadError, CheckpointError, ConfigError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.describe:
+        rows = describe(args.describe)
+        _print_describe(rows, args.json)
+        return 0 if all(r["match"] for r in rows) else 1
+    if not args.source_kind or not args.out:
+        parser.error("give --from openai|hf and --out (or --describe DIR)")
+    if args.source_kind == "hf":
+        if not args.source:
+            parser.error("--from hf needs the HF model folder or weights file")
+        for flag in ("vqvae", "model", "vqvae_config"):
+            if getattr(args, flag):
+                parser.error(f"--{flag} is for --from openai; an HF model carries its own config")
+        if args.prior or args.prior_config:
+            parser.error("--prior/--prior_config are for --from openai")
+        manifest = convert_hf(args.source, args.out, dtype=args.dtype, artist_ids=args.artist_ids,
+                              genre_ids=args.genre_ids, progress=_progress)
+    else:
+        if args.source:
+            parser.error(f"unexpected argument {args.source!r}: openai files go in --vqvae/--prior")
+        manifest = convert_openai(args.out, vqvae=args.vqvae, priors=args.prior, model=args.model,
+                                  vqvae_config=args.vqvae_config, prior_configs=args.prior_config,
+                                  artist_ids=args.artist_ids, genre_ids=args.genre_ids, dtype=args.dtype,
+                                  progress=_progress)
     print(args.out)
     for name, entry in manifest["components"].items():
         print(f"  {name}: {entry['params']:,} params ({entry['stored_dtype']})")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from jukejax.cli import run_reporting_user_errors
+    parser = _parser()
+    args = parser.parse_args(argv)
+    return run_reporting_user_errors(lambda: _run(parser, args), traceback=args.traceback)
 
 
 if __name__ == "__main__":

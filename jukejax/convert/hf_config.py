@@ -1,6 +1,6 @@
 """HF transformers `JukeboxConfig` (config.json of a `JukeboxModel`) -> jukejax ConfigDicts.
 
-The port renamed the original hparams (reference §8); this file maps them back, one table per config class.
+The port renamed the original hparams (`hidden_size` = prior_width, `num_layers` = depth, ...); this file maps them back, one table per config class.
 HF numbers its priors from the top (`prior_config_list[0]` is the top prior), jukejax by VQ-VAE level, so HF
 prior i is jukejax level `levels - 1 - i`.
 
@@ -57,6 +57,8 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import ml_collections
 
+from jukejax.errors import UserError
+
 # transformers 4.57.6 JukeboxVQVAEConfig / JukeboxPriorConfig / JukeboxConfig defaults.
 HF_VQVAE_DEFAULTS: Dict[str, Any] = dict(
     act_fn="relu", nb_discrete_codes=2048, commit=0.02, conv_input_shape=1, conv_res_scale=False, embed_dim=64,
@@ -84,7 +86,7 @@ V3_METADATA_DIMS = (604, 7898)
 V3_LYRIC_VOCAB = 79
 
 
-class HFConfigError(ValueError):
+class HFConfigError(UserError):
     """An HF Jukebox config.json that does not describe a model jukejax (and the original) can run."""
 
 

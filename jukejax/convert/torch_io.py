@@ -36,6 +36,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import ml_dtypes
 import numpy as np
 
+from jukejax.errors import UserError
+
 LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c   # torch/serialization.py MAGIC_NUMBER
 _STORAGE_DTYPES = {
     "FloatStorage": np.dtype(np.float32), "HalfStorage": np.dtype(np.float16),
@@ -50,7 +52,7 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(UserError):
     """A weights file cannot be read (missing, truncated, corrupt, or not a weights file). One line."""
 
 

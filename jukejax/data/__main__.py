@@ -14,10 +14,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from jukejax.cli import add_traceback_argument, run_reporting_user_errors
 from jukejax.config import ConfigError
 from jukejax.data.builder import (BuildConfig, DatasetError, DatasetExistsError, build_dataset, load_summary,
                                   parse_beam_options)
-from jukejax.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="chunks per encoder call (per device: the batch is split over this process's "
                              "devices)")
     encode.add_argument("--overwrite", action="store_true", help="replace an existing codes dataset")
+    for command in (build, info, encode):
+        add_traceback_argument(command)
     return parser
 
 
@@ -127,13 +129,9 @@ def _int_list(text: Optional[str], what: str) -> Optional[List[int]]:
 
 def encode(args) -> Dict[str, Any]:
     from jukejax.data.codes import encode_dataset
-    from jukejax.checkpoint import CheckpointError
 
     sample_rate = int(load_summary(args.data_dir)["sample_rate"])
-    try:
-        encode_fn = make_vqvae_encode_fn(args.vqvae_checkpoint, step=args.step)
-    except CheckpointError as err:
-        raise DatasetError(str(err)) from None
+    encode_fn = make_vqvae_encode_fn(args.vqvae_checkpoint, step=args.step)
     vq = encode_fn.config
     if vq.sr != sample_rate:
         raise ConfigError(f"the VQ-VAE in {args.vqvae_checkpoint} was trained at vqvae.sr {vq.sr} but the "
@@ -149,29 +147,33 @@ def encode(args) -> Dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_reporting_user_errors(lambda: _run(args), traceback=args.traceback)
+
+
+def _run(args) -> int:
     try:
-        if args.command == "build":
-            config = BuildConfig(audio_dir=args.audio_dir, sr=args.sr, channels=args.channels,
-                                 window_seconds=args.window_seconds, min_duration=args.min_duration,
-                                 max_duration=args.max_duration, test_fraction=args.test_fraction,
-                                 seed=args.seed)
-            if args.beam_options and not args.runner:
-                raise ConfigError("--beam_options needs --runner (e.g. --runner=DirectRunner)")
-            # TFDS prints progress to stdout; keep stdout for the summary JSON so it can be piped.
-            with contextlib.redirect_stdout(sys.stderr):
-                summary = build_dataset(config, args.data_dir, overwrite=args.overwrite, runner=args.runner,
-                                        beam_options=parse_beam_options(args.beam_options))
-        elif args.command == "encode":
-            with contextlib.redirect_stdout(sys.stderr):
-                summary = encode(args)
-        else:
-            summary = load_summary(args.data_dir)
-    except DatasetExistsError as err:
-        print(f"error: {err.path} already exists; remove it or pass --overwrite", file=sys.stderr)
-        return 2
-    except (UserError, ConfigError, DatasetError, OSError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return _command(args)
+    except DatasetExistsError as err:  # the library's message names its keyword argument, not the flag
+        raise DatasetError(f"{err.path} already exists; remove it or pass --overwrite") from None
+
+
+def _command(args) -> int:
+    if args.command == "build":
+        config = BuildConfig(audio_dir=args.audio_dir, sr=args.sr, channels=args.channels,
+                             window_seconds=args.window_seconds, min_duration=args.min_duration,
+                             max_duration=args.max_duration, test_fraction=args.test_fraction,
+                             seed=args.seed)
+        if args.beam_options and not args.runner:
+            raise ConfigError("--beam_options needs --runner (e.g. --runner=DirectRunner)")
+        # TFDS prints progress to stdout; keep stdout for the summary JSON so it can be piped.
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = build_dataset(config, args.data_dir, overwrite=args.overwrite, runner=args.runner,
+                                    beam_options=parse_beam_options(args.beam_options))
+    elif args.command == "encode":
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = encode(args)
+    else:
+        summary = load_summary(args.data_dir)
     print(json.dumps(summary, indent=2))
     return 0
 

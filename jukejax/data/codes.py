@@ -1,5 +1,5 @@
 """VQ-VAE codes, encoded once per song, and the Grain pipeline of prior training windows over them
-(reference §2.4-2.7, §4.3; design §D.4).
+(labels as the original's `data/labels.py` and `SimplePrior.get_y`; windows as its `data/files_dataset.py`).
 
 The original trains priors on raw audio: every step draws a random `sample_length` chunk and encodes it
 through the frozen VQ-VAE. jukejax encodes every song of an audio dataset once (`encode_dataset`) into a
@@ -600,7 +600,7 @@ def make_prior_pipeline(codes_source: CodesSource, *, level: int, n_ctx: int, ba
     the same span of audio. `hop_lengths` (all levels, e.g. `PriorConfig.vqvae.hop_lengths`) is checked
     against the dataset's.
 
-    Labels, in the original y layout (reference §2.4): [total_length, offset = start * hop, sample_length =
+    Labels, in the original y layout (`data/labels.py::Labeller.get_label`): [total_length, offset = start * hop, sample_length =
     n_ctx * hop, artist, genre, -1 x (max_bow_genre_size - 1), lyric window of `n_tokens`]. Artist and genre
     ids are the audio dataset's (its artists.txt / genres.txt, copied beside the codes; `y_bins` checks they
     fit the prior's embeddings). The lyric window is `lyric_window(lyric_tokens(lyrics), total_length,

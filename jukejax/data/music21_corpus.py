@@ -1,6 +1,6 @@
 """A demo dataset of real public-domain music: pieces of music21's bundled corpus, rendered with FluidSynth.
 
-The recipe (issue #9), one piece at a time and never more than one render process:
+The recipe, one piece at a time and never more than one render process:
 
   1. select: every piece of each chosen corpus collection (a file, or one tune `X:` of an ABC collection
      file), in sorted corpus-path order; `max_pieces` takes evenly spaced ones of that list, so the same
@@ -54,6 +54,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from jukejax.audio import write_audio
+from jukejax.errors import UserError, atomic_write_text
+
 log = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.jsonl"           # the builder's name (jukejax.data.builder.METADATA_FILE)
@@ -95,7 +98,7 @@ _INSTRUMENT_WORDS = (
 )
 
 
-class Music21CorpusError(RuntimeError):
+class Music21CorpusError(UserError):
     """The recipe cannot run: a missing tool, package or soundfont, or a bad argument."""
 
 
@@ -873,11 +876,7 @@ def prepare_piece(piece: Piece, score, max_seconds: Optional[float] = None,
 
 def write_metadata(path: pathlib.Path, entries: Sequence[Dict[str, Any]]) -> None:
     """One JSON object per line, keys in a fixed order, UTF-8 (not ASCII-escaped)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for e in entries:
-            f.write(json.dumps(e, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
 
 
 def make_audio_folder(out_dir, pieces: Sequence[Piece], renderer: Renderer, sr: int = 22050,
@@ -886,7 +885,6 @@ def make_audio_folder(out_dir, pieces: Sequence[Piece], renderer: Renderer, sr: 
                       progress=None) -> Dict[str, Any]:
     """Render `pieces` into `<out_dir>/audio` (+ metadata.jsonl), `<out_dir>/midi`, and write
     `<out_dir>/render_summary.json`; returns that summary. Pieces are rendered one at a time."""
-    import soundfile as sf
     out_dir = pathlib.Path(out_dir)
     audio_dir, midi_dir = out_dir / "audio", out_dir / "midi"
     for d in (audio_dir, midi_dir):
@@ -915,9 +913,7 @@ def make_audio_folder(out_dir, pieces: Sequence[Piece], renderer: Renderer, sr: 
                 x = x * (peak / float(np.max(np.abs(x))))
                 wav = audio_dir / prep.piece.audio_key
                 wav.parent.mkdir(parents=True, exist_ok=True)
-                tmp = wav.with_name(f".{wav.name}.tmp")
-                sf.write(os.fspath(tmp), x, sr, subtype="PCM_16", format="WAV")
-                os.replace(tmp, wav)
+                write_audio(wav, x, sr)
                 entry = prep.metadata()
                 entry["seconds"] = round(len(x) / sr, 3)
                 entries.append(entry)

@@ -1,4 +1,4 @@
-"""Factorised attention of the Jukebox priors (original `transformer/factored_attention.py`, reference §2.3).
+"""Factorised attention of the Jukebox priors (original `transformer/factored_attention.py`).
 
 Everything here is a pure function of arrays with static shapes. The eight attention types are reshapes of
 the full sequence into `[blocks, block_ctx]` views plus static causal masks, exactly as the original does it,

@@ -1,4 +1,5 @@
-"""The autoregressive token model (original `prior/autoregressive.py::ConditionalAutoregressive2D`, §2.2).
+"""The autoregressive token model (original
+`prior/autoregressive.py::ConditionalAutoregressive2D`).
 
 Teacher-forced forward for tokens x (N, D):
 

@@ -1,4 +1,4 @@
-"""Conditioners of a prior (original `prior/conditioners.py`; reference §2.4, §2.6).
+"""Conditioners of a prior (original `prior/conditioners.py`: `LabelConditioner`, `Conditioner`).
 
 - `LabelConditioner` (the original `y_emb`): artist + bag-of-genre embeddings give the start embedding `y_cond`
   (N, 1, w) that replaces token 0; with `include_time_signal` (top prior only) three `RangeEmbedding`s of the
@@ -463,7 +463,8 @@ _HF_UPSAMPLE = re.compile(r"conditioner_blocks\.upsampler\.upsample_block\.(\d+)
 
 def hf_to_original_conditioner_key(key: str) -> str:
     """Rename a conditioner key of the HF port (`...metadata_embedding.*`, `...conditioner_blocks.*`) to the
-    original's (`...y_emb.*`, `...conditioner_blocks.0.*`), inverting HF's `convert_jukebox.py` (reference §5.3).
+    original's (`...y_emb.*`, `...conditioner_blocks.0.*`), inverting transformers'
+    `models/deprecated/jukebox/convert_jukebox.py`.
     Other keys come back unchanged."""
     if "metadata_embedding." in key:
         for pattern, repl in _HF_LABEL_RULES:

@@ -1,6 +1,6 @@
 """Typed, frozen hyperparameters of the prior transformer and its autoregressive wrapper.
 
-Field names are the original `hparams.py` / `ConditionalAutoregressive2D` keyword names (reference §2.1-2.2),
+Field names are the original `hparams.py` / `ConditionalAutoregressive2D` keyword names,
 so a released model's hps map onto these one to one:
 
 | original (`prior_kwargs`)            | here                               |

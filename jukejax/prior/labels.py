@@ -1,5 +1,5 @@
 """Artist / genre ids and the label vector y (original `data/artist_genre_processor.py`, `data/labels.py`,
-`SimplePrior.get_y`; reference §2.4).
+`prior/prior.py::SimplePrior.get_y`).
 
 The y vector of one sample (int64):
 
@@ -24,6 +24,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from jukejax.errors import UserError
 from jukejax.prior import lyrics as lyrics_lib
 
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
@@ -40,6 +41,10 @@ def normalise_name(name: str, v3: bool = False) -> str:
     return _UNDERSCORES.sub("_", _NOT_ALNUM.sub("_", name)).strip("_")
 
 
+class LabelError(UserError):
+    """An artist/genre id table or a genre name that cannot be used; the message names the file or name."""
+
+
 def load_id_table(path: Union[str, os.PathLike]) -> Dict[str, int]:
     """`name;id` lines -> {lowercased name: id}. Blank lines are skipped; anything else malformed is an error
     naming the file and line."""
@@ -51,10 +56,10 @@ def load_id_table(path: Union[str, os.PathLike]) -> Dict[str, int]:
                 continue
             name, sep, value = line.rpartition(";")
             if not sep or not value.isdigit():
-                raise ValueError(f"{path}:{lineno}: expected 'name;id', got {line!r}")
+                raise LabelError(f"{path}:{lineno}: expected 'name;id', got {line!r}")
             table[name.lower()] = int(value)
     if not table:
-        raise ValueError(f"{path} holds no 'name;id' lines")
+        raise LabelError(f"{path} holds no 'name;id' lines")
     return table
 
 
@@ -85,9 +90,9 @@ class Labeller:
 
     def __post_init__(self):
         if not isinstance(self.max_bow_genre_size, int) or self.max_bow_genre_size <= 0:
-            raise ValueError(f"max_bow_genre_size is {self.max_bow_genre_size!r}; expected a positive integer")
+            raise LabelError(f"max_bow_genre_size is {self.max_bow_genre_size!r}; expected a positive integer")
         if not isinstance(self.n_tokens, int) or self.n_tokens < 0 or self.n_tokens % 2:
-            raise ValueError(f"n_tokens is {self.n_tokens!r}; expected an even non-negative integer")
+            raise LabelError(f"n_tokens is {self.n_tokens!r}; expected an even non-negative integer")
 
     @classmethod
     def from_files(cls, artist_ids_path: Union[str, os.PathLike], genre_ids_path: Union[str, os.PathLike], *,
@@ -121,9 +126,9 @@ class Labeller:
         unknown = [k for k in keys if k not in self.genre_table]
         if unknown:
             hints = "; ".join(f"{k!r}: close known genres {_suggest(k, list(self.genre_table))}" for k in unknown)
-            raise ValueError(f"genre {genres!r} has names not in {self.genre_source} ({hints})")
+            raise LabelError(f"genre {genres!r} has names not in {self.genre_source} ({hints})")
         if len(keys) > self.max_bow_genre_size:
-            raise ValueError(f"genre {genres!r} gives {len(keys)} genre ids {keys}, more than max_bow_genre_size "
+            raise LabelError(f"genre {genres!r} gives {len(keys)} genre ids {keys}, more than max_bow_genre_size "
                              f"{self.max_bow_genre_size}")
         ids = [self.genre_table[k] for k in keys]
         return ids + [-1] * (self.max_bow_genre_size - len(ids))

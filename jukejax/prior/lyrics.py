@@ -1,4 +1,5 @@
-"""Lyric text: character vocabularies, cleaning, tokens, and the linear lyric window (reference §2.5).
+"""Lyric text: character vocabularies, cleaning, tokens, and the linear lyric window (original
+`data/text_processor.py` and `data/labels.py::get_relevant_lyric_tokens`).
 
 Reproduces the original `data/text_processor.py::TextProcessor` and `data/labels.py::get_relevant_lyric_tokens`:
 

@@ -22,7 +22,8 @@ from jukejax.prior.conditioners import (CONV, CONV_TRANSPOSE, hf_to_original_con
                                         load_torch_upsampler_conditioner, upsampler_conditioner_torch_keys)
 from jukejax.prior.prior import PriorConfig, abstract_params
 
-# HF `JukeboxPrior` names of the 5b_lyrics lyric encoder, inverted from its convert_jukebox.py (reference §5.3).
+# HF `JukeboxPrior` names of the 5b_lyrics lyric encoder, inverted from transformers'
+# `models/deprecated/jukebox/convert_jukebox.py`.
 _HF_ENCODER_RULES = (
     (re.compile(r"^encoder\.proj_in\.weight$"), "prime_state_proj.w"),
     (re.compile(r"^encoder\.proj_in\.bias$"), "prime_state_proj.b"),

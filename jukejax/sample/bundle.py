@@ -31,7 +31,7 @@ from flax import linen as nn
 
 from jukejax.checkpoint import CHECKPOINT_DIR, CheckpointError, load_variables, read_config
 from jukejax.config import ConfigError, VQVAEConfig, build
-from jukejax.prior.labels import Labeller, load_id_table, normalise_name
+from jukejax.prior.labels import LabelError, Labeller, load_id_table, normalise_name
 from jukejax.prior.prior import PriorConfig, abstract_params, prior_config
 from jukejax.vqvae.model import VQVAE, abstract_variables
 
@@ -74,12 +74,12 @@ class BundleLabeller(Labeller):
             keys = [word for g in items for word in normalise_name(g).split("_") if word]
         unknown = [k for k in keys if not k.isdigit() and k not in self.genre_table]
         if unknown and not self.tables_present:
-            raise ValueError(f"genre {genres!r}: {', '.join(map(repr, unknown))} unknown; the bundle has no "
+            raise LabelError(f"genre {genres!r}: {', '.join(map(repr, unknown))} unknown; the bundle has no "
                              f"{IDS_DIR}/genre_ids.txt, so only 'unknown' (id 0) and numeric ids are accepted")
         if unknown:
             return super().genre_ids(genres)  # its error lists close known genres
         if len(keys) > self.max_bow_genre_size:
-            raise ValueError(f"genre {genres!r} gives {len(keys)} genre ids {keys}, more than max_bow_genre_size "
+            raise LabelError(f"genre {genres!r} gives {len(keys)} genre ids {keys}, more than max_bow_genre_size "
                              f"{self.max_bow_genre_size}")
         ids = [int(k) if k.isdigit() else self.genre_table[k] for k in keys]
         return ids + [-1] * (self.max_bow_genre_size - len(ids))

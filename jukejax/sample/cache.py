@@ -1,4 +1,5 @@
-"""KV caches for sampling a prior: one fixed-shape layout per attention type (reference §2.3, §3.1).
+"""KV caches for sampling a prior: one fixed-shape layout per attention type (the
+original's `transformer/factored_attention.py::FactoredAttention` caches, as `sample` uses them).
 
 The original grows each layer's cache with `torch.cat` and trims it to `_suff_cache_len` after every token.
 Here every layer's cache is allocated once for the whole window and addressed by the position t, so one

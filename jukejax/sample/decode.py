@@ -1,4 +1,5 @@
-"""Cached decoding of one prior window: prefill, step, and the compiled sampling loop (reference §3.1).
+"""Cached decoding of one prior window: prefill, step, and the compiled sampling loop
+(original `prior/autoregressive.py::ConditionalAutoregressive2D.sample` / `primed_sample`).
 
 The original samples a window token by token from Python, growing `torch.cat` caches (`sample`), after feeding
 a known prefix in chunks (`primed_sample`). Here:

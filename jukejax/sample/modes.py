@@ -1,4 +1,5 @@
-"""Where a sampling run starts from: the original sample.py's `--mode`s (reference §3.3).
+"""Where a sampling run starts from: the original `jukebox/sample.py`'s `--mode`s
+(ancestral, primed, continue, upsample).
 
 Every mode only chooses the codes each level starts with; the windowed schedule then fills every sampled
 level to the sample length, skipping the windows those codes already fill.
@@ -25,6 +26,7 @@ import numpy as np
 
 from jukejax.audio import read_audio
 from jukejax.config import VQVAEConfig
+from jukejax.errors import UserError
 from jukejax.sample.bundle import Bundle
 from jukejax.sample.outputs import read_codes
 from jukejax.vqvae.model import VQVAE
@@ -32,7 +34,7 @@ from jukejax.vqvae.model import VQVAE
 MODES = ("ancestral", "primed", "continue", "upsample")
 
 
-class ModeError(ValueError):
+class ModeError(UserError):
     """Inputs of a mode (audio prompts, codes files, lengths) that cannot be used."""
 
 

@@ -16,13 +16,13 @@ import json
 import os
 import pathlib
 import struct
-import uuid
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from jukejax.audio import write_audio
+from jukejax.errors import UserError, atomic_write_bytes
 
 CODES_FILE = "codes.npz"
 INDEX_FILE = "index.html"
@@ -33,23 +33,10 @@ def level_dir(workdir, level: int) -> pathlib.Path:
     return pathlib.Path(workdir) / f"level_{level}"
 
 
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Codes
 
-class CodesError(ValueError):
+class CodesError(UserError):
     """A codes file that is missing, unreadable or not one this package writes."""
 
 
@@ -111,7 +98,7 @@ def write_codes(path, codes: Codes) -> pathlib.Path:
         arrays[f"z_level_{level}"] = np.asarray(z, np.int32)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -199,7 +186,7 @@ def spectrogram(audio: np.ndarray, sr: int, max_width: int = 512, max_height: in
 
 def write_spectrogram_png(path, audio: np.ndarray, sr: int) -> pathlib.Path:
     path = pathlib.Path(path)
-    _atomic_write_bytes(path, png_bytes(colour_ramp(spectrogram(audio, sr))))
+    atomic_write_bytes(path, png_bytes(colour_ramp(spectrogram(audio, sr))))
     return path
 
 
@@ -285,7 +272,7 @@ def write_index_html(path, title: str, items: Sequence[HtmlItem], note: str = ""
     parts.append(_SCRIPT if any(it.timings for it in items) else "")
     parts.append("</body></html>\n")
     path = pathlib.Path(path)
-    _atomic_write_bytes(path, "".join(parts).encode("utf-8"))
+    atomic_write_bytes(path, "".join(parts).encode("utf-8"))
     return path
 
 
@@ -306,7 +293,7 @@ def write_alignments(path, alignments: Sequence[np.ndarray]) -> pathlib.Path:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{f"item_{i}": np.asarray(a, np.float16) for i, a in enumerate(alignments)})
     path = pathlib.Path(path)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

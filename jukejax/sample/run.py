@@ -20,15 +20,16 @@ import dataclasses
 import json
 import pathlib
 import sys
-import uuid
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
 
+from jukejax import errors as errors_lib
 from jukejax.checkpoint import CheckpointError
 from jukejax.config import ConfigError
+from jukejax.errors import UserError
 from jukejax.prior import lyrics as lyrics_lib
 from jukejax.prior.conditioners import check_labels
 from jukejax.prior.labels import make_y, set_y_for_window, split_y
@@ -42,13 +43,12 @@ ALIGNMENT_FILE = "alignment.npz"
 _NOT_RECORDED = ("max_batch_size", "resume", "progress", "alignment", "mesh")
 
 
-class SampleError(ValueError):
+class SampleError(UserError):
     """A setting or input the run cannot use; the message names it (sample.py prints it and exits 2)."""
 
 
-# Everything sample.py turns into a one-line error instead of a traceback.
-USER_ERRORS = (SampleError, ConfigError, CheckpointError, modes.ModeError, schedule.ScheduleError,
-               outputs.CodesError, ValueError, OSError)
+# Everything sample.py turns into a one-line error instead of a traceback (all of the above are UserErrors).
+USER_ERRORS = errors_lib.USER_ERRORS
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -212,15 +212,7 @@ def check_workdir(workdir) -> pathlib.Path:
     """Create the workdir and prove it writable before any work."""
     if not workdir:
         raise SampleError("--workdir is required")
-    path = pathlib.Path(workdir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_probe_{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise SampleError(f"workdir {path} is not writable ({e.strerror or e})") from None
-    return path
+    return errors_lib.check_workdir(workdir)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -330,7 +322,7 @@ def _check_resume(workdir: pathlib.Path, record: Dict[str, Any], resume: bool) -
                                   f"{previous.get(key)!r}; resume with the same settings or use another workdir")
         return
     if _is_writer():
-        outputs._atomic_write_bytes(path, json.dumps(record, indent=2, sort_keys=True).encode())
+        errors_lib.atomic_write_bytes(path, json.dumps(record, indent=2, sort_keys=True).encode())
 
 
 def run(config, workdir, *, on_window: Optional[Callable[[int, int], None]] = None) -> RunResult:
@@ -488,13 +480,3 @@ def _write_html(directory: pathlib.Path, level: int, bundle: Bundle, items: Item
     note = (f"mode {s.mode}, seed {s.seed}, level {level} of {bundle.levels} "
             f"(hop {bundle.hop_lengths[level]} samples at {bundle.sr} Hz)")
     outputs.write_index_html(directory / outputs.INDEX_FILE, f"level {level}", html_items, note)
-
-
-def main(config, workdir) -> int:
-    """The command line's wrapper: one-line errors and exit code 2 instead of tracebacks."""
-    try:
-        run(config, workdir)
-    except USER_ERRORS as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    return 0

@@ -1,4 +1,5 @@
-"""Windowed, hierarchical sampling of a song (original `sample.py`, reference §3.2).
+"""Windowed, hierarchical sampling of a song (original `jukebox/sample.py::sample_level`,
+`sample_partial_window`, `get_starts`).
 
 A level with `total` tokens to fill is sampled in windows of the prior's `n_ctx` tokens that start at
 0, hop, 2 hop, ... (hop = int(hop_fraction[level] * n_ctx)), the last one clamped to total - n_ctx
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jukejax.config import VQVAEConfig
+from jukejax.errors import UserError
 from jukejax.prior.attention import CROSS, PRIME
 from jukejax.prior.autoregressive import ConditionalAutoregressive
 from jukejax.prior.conditioners import check_labels
@@ -44,7 +46,7 @@ from jukejax.sample.cache import init_cache
 from jukejax.vqvae.model import VQVAE
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UserError):
     """A sample length, hop or set of codes the windowed schedule cannot use."""
 
 

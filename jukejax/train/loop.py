@@ -22,7 +22,8 @@ import orbax.checkpoint as ocp
 from flax import linen as nn
 
 from jukejax import parallel
-from jukejax.config import MeshConfig, OptimConfig, TrainConfig
+from jukejax.config import ConfigError, MeshConfig, OptimConfig, TrainConfig
+from jukejax.errors import check_workdir
 from jukejax.train import state as state_lib
 
 log = logging.getLogger("jukejax.train")
@@ -69,19 +70,6 @@ def _set_iterator_state(iterator, state) -> None:
         iterator.set_state(state)
     except TypeError:
         iterator.set_state(state.encode("latin-1"))
-
-
-def check_workdir(workdir: str) -> pathlib.Path:
-    """Fail before any work if the workdir cannot be written."""
-    path = pathlib.Path(workdir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_probe_{os.getpid()}"
-        probe.write_bytes(b"0" * 4096)
-        probe.unlink()
-    except OSError as e:
-        raise OSError(f"workdir {workdir}: not writable ({e.strerror or e})") from None
-    return path
 
 
 class Trainer:
@@ -147,7 +135,7 @@ class Trainer:
         want = {"params": abstract.params, **abstract.extra}
         where = f"train.init_from {source}"
         if set(variables) != set(want):
-            raise ValueError(f"{where}: holds collections {sorted(variables)} (a {config.get('model')} model); "
+            raise ConfigError(f"{where}: holds collections {sorted(variables)} (a {config.get('model')} model); "
                              f"this {self.task.name} needs {sorted(want)}")
         got_leaves = dict(jax.tree_util.tree_flatten_with_path(variables)[0])
         want_leaves = dict(jax.tree_util.tree_flatten_with_path(want)[0])
@@ -155,9 +143,9 @@ class Trainer:
             name = jax.tree_util.keystr(path)
             if path not in got_leaves or path not in want_leaves:
                 side = "missing from it" if path not in got_leaves else "not in this model"
-                raise ValueError(f"{where}: parameter {name} is {side}; the model configs differ")
+                raise ConfigError(f"{where}: parameter {name} is {side}; the model configs differ")
             if tuple(got_leaves[path].shape) != tuple(want_leaves[path].shape):
-                raise ValueError(f"{where}: parameter {name} has shape {tuple(got_leaves[path].shape)}; this "
+                raise ConfigError(f"{where}: parameter {name} has shape {tuple(got_leaves[path].shape)}; this "
                                  f"model's is {tuple(want_leaves[path].shape)}")
         log.info("%s: initialised from %s (step %d)", self.task.name, source, step)
         return jax.tree.map(lambda x, a: x.astype(a.dtype), variables, want)

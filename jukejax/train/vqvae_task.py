@@ -12,8 +12,9 @@ import numpy as np
 from flax import linen as nn
 
 from jukejax import parallel
-from jukejax.config import DataConfig, MeshConfig, VQVAEConfig, build
+from jukejax.config import ConfigError, DataConfig, MeshConfig, VQVAEConfig, build
 from jukejax.data import pipeline as data_pipeline
+from jukejax.errors import atomic_write_text
 from jukejax.vqvae import losses
 from jukejax.vqvae.model import VQVAE, abstract_variables, count_params
 
@@ -92,7 +93,10 @@ def bandwidth_for(data: DataConfig, config: VQVAEConfig, workdir: str, seconds: 
     """Estimate the loss normalisers from the training data once; later runs read them from the workdir."""
     path = pathlib.Path(workdir) / BANDWIDTH_FILE
     if path.exists():
-        return losses.Bandwidth.from_dict(json.loads(path.read_text()))
+        try:
+            return losses.Bandwidth.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as e:
+            raise ConfigError(f"{path}: not a bandwidth record ({e}); delete it to estimate it again") from None
     iterator = data_pipeline.make_pipeline(
         data_pipeline.load_source(data.dataset_dir, data.split), sample_length=data.sample_length,
         batch_size=data.batch_size, seed=data.seed + 1, aug_shift=False, aug_blend=False, mono=True,
@@ -100,9 +104,7 @@ def bandwidth_for(data: DataConfig, config: VQVAEConfig, workdir: str, seconds: 
     audio = (batch["audio"] for batch in iterator)
     bandwidth = losses.estimate_bandwidth(audio, config, duration=seconds)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(bandwidth.to_dict()))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(bandwidth.to_dict()))
     log.info("bandwidth normalisers from %.0f s of training audio: %s", seconds, bandwidth.to_dict())
     return bandwidth
 
@@ -111,7 +113,7 @@ def make_task(config, workdir: str) -> VQVAETask:
     vq = build(VQVAEConfig, config.get("vqvae"), "vqvae")
     data = build(DataConfig, config.get("data"), "data")
     if data.sample_length % vq.hop_lengths[-1]:
-        raise ValueError(f"data.sample_length {data.sample_length} is not a multiple of the top hop length "
+        raise ConfigError(f"data.sample_length {data.sample_length} is not a multiple of the top hop length "
                          f"{vq.hop_lengths[-1]}")
     return VQVAETask(vq, data, bandwidth_for(data, vq, workdir))
 

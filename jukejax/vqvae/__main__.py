@@ -9,22 +9,32 @@ Codes are stored as npz (never pickle): `level_{l}` int32 arrays of shape (1, to
 from __future__ import annotations
 
 import argparse
+import io
 import pathlib
 import sys
+import zipfile
+import zlib
 from typing import Optional, Sequence
 
 import numpy as np
 
+from jukejax.cli import add_traceback_argument, run_reporting_user_errors
+from jukejax.errors import UserError, atomic_write_bytes
+
+
+class CodesFileError(UserError):
+    """A codes file this VQ-VAE cannot decode: not an npz, no such level, wrong dtype/rank, codes out of range."""
+
 
 def _load(checkpoint: str):
     import jax
-    from jukejax.checkpoint import load_variables
+    from jukejax.checkpoint import CheckpointError, load_variables
     from jukejax.config import VQVAEConfig, build
     from jukejax.vqvae.model import VQVAE
 
     config, variables, _ = load_variables(checkpoint)
     if config.get("model") != "vqvae":
-        raise ValueError(f"{checkpoint}: holds a {config.get('model')!r} model; expected a vqvae")
+        raise CheckpointError(f"{checkpoint}: holds a {config.get('model')!r} model; expected a vqvae")
     vq = build(VQVAEConfig, config.vqvae, "vqvae")
     variables = jax.tree.map(np.asarray, variables)
     return vq, VQVAE(vq), variables
@@ -39,42 +49,56 @@ def encode(audio_path: str, checkpoint: str, out: str) -> pathlib.Path:
     top = vq.hop_lengths[-1]
     usable = x.shape[0] // top * top
     if usable == 0:
-        raise ValueError(f"{audio_path}: {x.shape[0]} samples is shorter than one top-level hop ({top} samples)")
+        raise audio.AudioError(f"{audio_path}: {x.shape[0]} samples is shorter than one top-level hop "
+                               f"({top} samples)")
     zs = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))(variables, x[None, :usable])
     arrays = {f"level_{level}": np.asarray(z, np.int32) for level, z in enumerate(zs)}
     return _save_npz(out, dict(arrays, sample_rate=np.int64(vq.sr), hop_lengths=np.asarray(vq.hop_lengths)))
+
+
+def read_level_codes(codes_path: str, level: int, levels: int, l_bins: int) -> np.ndarray:
+    """Level `level`'s codes of an `encode` output as int32 (N, T), checked against a VQ-VAE with `levels`
+    levels and `l_bins` codes: integer dtype, rank 1 or 2, at least one token, every code in [0, l_bins)."""
+    if not 0 <= level < levels:
+        raise CodesFileError(f"--level {level}: the VQ-VAE has levels 0..{levels - 1}")
+    try:
+        with np.load(codes_path, allow_pickle=False) as codes:
+            key = f"level_{level}"
+            if key not in codes.files:
+                raise CodesFileError(f"{codes_path}: has no {key}; it holds {', '.join(sorted(codes.files))}")
+            z = codes[key]
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise CodesFileError(f"{codes_path}: not a codes npz file ({type(e).__name__}: {e})") from None
+    if not (np.issubdtype(z.dtype, np.integer) or z.dtype == np.bool_):
+        raise CodesFileError(f"{codes_path}: {key} has dtype {z.dtype}; expected integer codes")
+    if z.ndim == 1:
+        z = z[None]
+    if z.ndim != 2 or z.size == 0:
+        raise CodesFileError(f"{codes_path}: {key} has shape {z.shape}; expected (tokens,) or "
+                             f"(n, tokens) with at least one token")
+    if z.min() < 0 or z.max() >= l_bins:
+        raise CodesFileError(f"{codes_path}: {key} has codes in [{z.min()}, {z.max()}]; expected [0, {l_bins})")
+    return z.astype(np.int32)
 
 
 def decode(codes_path: str, checkpoint: str, level: int, out: str) -> pathlib.Path:
     import jax
     from jukejax import audio
 
+    audio.check_writable_audio_path(out)
     vq, model, variables = _load(checkpoint)
-    try:
-        codes = np.load(codes_path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{codes_path}: not a codes npz file ({e})") from None
-    key = f"level_{level}"
-    if key not in codes:
-        raise ValueError(f"{codes_path}: has no {key}; it holds {', '.join(sorted(codes.files))}")
-    z = np.asarray(codes[key], np.int32)
-    if z.ndim == 1:
-        z = z[None]
-    if z.min() < 0 or z.max() >= vq.l_bins:
-        raise ValueError(f"{codes_path}: {key} has codes outside [0, {vq.l_bins})")
-    x = jax.jit(lambda v, z: model.apply(v, [z], start_level=level, end_level=level + 1, method=model.decode))(variables, z)
+    z = read_level_codes(codes_path, level, vq.levels, vq.l_bins)
+    x = jax.jit(lambda v, z: model.apply(v, [z], start_level=level, end_level=level + 1,
+                                         method=model.decode))(variables, z)
     return audio.write_audio(out, np.asarray(x[0]), vq.sr)
 
 
 def _save_npz(out: str, arrays) -> pathlib.Path:
     path = pathlib.Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    try:
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -90,17 +114,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dec.add_argument("--checkpoint", required=True)
     dec.add_argument("--level", type=int, default=0)
     dec.add_argument("--out", required=True)
+    add_traceback_argument(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         if args.command == "encode":
             path = encode(args.audio, args.checkpoint, args.out)
         else:
             path = decode(args.codes, args.checkpoint, args.level, args.out)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+        print(path)
+        return 0
+
+    return run_reporting_user_errors(run, traceback=args.traceback)
 
 
 if __name__ == "__main__":

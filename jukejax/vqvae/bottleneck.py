@@ -1,4 +1,4 @@
-"""Vector quantisation with an EMA codebook and dead-code restarts (original `vqvae/bottleneck.py`, §1.2).
+"""Vector quantisation with an EMA codebook and dead-code restarts (original `vqvae/bottleneck.py`).
 
 The codebook of each level lives in the mutable collection "codebook" as `k` (l_bins, emb_width), `k_sum`,
 `k_elem` (the EMA statistics) and `initialized`. There is no codebook loss: the codebook follows the

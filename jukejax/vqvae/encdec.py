@@ -3,7 +3,7 @@
 One `EncoderConvBlock` downsamples by stride_t ** down_t; the encoder of VQ-VAE level L chains L + 1 of
 them (`level_blocks_0` .. `level_blocks_L`). The decoder of level L walks its blocks in reverse and ends in
 a k=3 conv to the audio channels (`out`). The conv blocks take plain fields so the upsamplers'
-conditioner (reference §2.6) can reuse `DecoderConvBlock` with its own widths.
+conditioner (original `prior/conditioners.py::Conditioner`) can reuse `DecoderConvBlock` with its own widths.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""VQ-VAE training losses: waveform l1/l2/linf/lmix, single and multi-resolution STFT losses (reference §1.3).
+"""VQ-VAE training losses: waveform l1/l2/linf/lmix, single and multi-resolution STFT losses
+(original `vqvae/vqvae.py::_loss_fn`, `utils/audio_utils.py`).
 
 Every term reproduces the original's `vqvae/vqvae.py::_loss_fn` and `VQVAE.forward`, and
 `utils/audio_utils.py` (`stft`, `spec`, `norm`, `squeeze`, `spectral_loss`, `multispectral_loss`,
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jukejax.config import VQVAEConfig
+from jukejax.config import ConfigError, VQVAEConfig
 
 # `audio_utils.spectral_convergence(..., epsilon=2e-3)`: examples whose target spectrogram norm is at most
 # this are masked out (silence), and the denominator is clamped to it.
@@ -144,7 +145,7 @@ def multispec_stft_settings(config: VQVAEConfig) -> Tuple[STFTSetting, ...]:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Bandwidth:
-    """Data statistics every loss is divided by (`calculate_bandwidth`, reference §1.3).
+    """Data statistics every loss is divided by (original `utils/audio_utils.py::calculate_bandwidth`).
 
     l2: variance of the samples; l1: mean |sample|; spec: mean Frobenius norm of the magnitude STFT
     (`n_fft` / `hop_length` / `window_size`) of one example. A pytree of three scalars, so it can be a `jit`
@@ -163,12 +164,12 @@ class Bandwidth:
         missing = {"l1", "l2", "spec"} - set(d)
         unknown = set(d) - {"l1", "l2", "spec"}
         if missing or unknown:
-            raise ValueError(f"bandwidth needs exactly the keys l1, l2, spec; missing {sorted(missing)}, "
+            raise ConfigError(f"bandwidth needs exactly the keys l1, l2, spec; missing {sorted(missing)}, "
                              f"unknown {sorted(unknown)}")
         values = {k: float(d[k]) for k in ("l1", "l2", "spec")}
         for k, v in values.items():
             if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"bandwidth.{k} must be a positive finite number, got {v}")
+                raise ConfigError(f"bandwidth.{k} must be a positive finite number, got {v}")
         return cls(**values)
 
 
@@ -215,7 +216,7 @@ def estimate_bandwidth(data: Union[np.ndarray, jax.Array, Iterable[Any]], config
         total_sq += float(np.sum(samples ** 2))
         total_abs += float(np.sum(np.abs(samples)))
     if n_examples == 0:
-        raise ValueError("estimate_bandwidth got no audio")
+        raise ConfigError("estimate_bandwidth got no audio")
     mean = total / n_seen
     return Bandwidth(l1=total_abs / n_seen, l2=total_sq / n_seen - mean ** 2, spec=spec_norm_total / n_examples)
 
@@ -247,7 +248,7 @@ def loss_fn(name: str, x_target: jax.Array, x_pred: jax.Array, bandwidth: Bandwi
         return jnp.mean(jnp.square(x_pred - x_target)) / bandwidth.l2
     if name == "linf":
         if not _linf_k_fits(config, x_target):
-            raise ValueError(f"vqvae.linf_k {config.linf_k} exceeds the {math.prod(x_target.shape[1:])} "
+            raise ConfigError(f"vqvae.linf_k {config.linf_k} exceeds the {math.prod(x_target.shape[1:])} "
                              f"values per example of audio shaped {x_target.shape}")
         residual = jnp.square(x_pred - x_target).reshape(x_target.shape[0], -1)
         top, _ = jax.lax.top_k(residual, config.linf_k)
@@ -314,7 +315,7 @@ def ratio_to_db(ratio: jax.Array, floor: float = 1e-10) -> jax.Array:
 
 def vqvae_loss(x: jax.Array, x_outs: Sequence[jax.Array], commit_losses: Sequence[jax.Array],
                bandwidth: Bandwidth, config: VQVAEConfig) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    """Total VQ-VAE loss and metrics, as `VQVAE.forward` (reference §1.3).
+    """Total VQ-VAE loss and metrics, as the original `vqvae/vqvae.py::VQVAE.forward`.
 
     x: (N, T, C) target audio. x_outs: one (N, T, C) reconstruction per level (each level has its own
     decoder and reconstructs the full waveform), level 0 = bottom. commit_losses: one scalar per level.

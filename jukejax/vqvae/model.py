@@ -1,4 +1,4 @@
-"""The hierarchical VQ-VAE (original `vqvae/vqvae.py`, reference §1.1).
+"""The hierarchical VQ-VAE (original `vqvae/vqvae.py::VQVAE`).
 
 Each level L has its own encoder (L + 1 EncoderConvBlocks from the audio down to hop_lengths[L]), its own
 codebook and its own decoder back to audio; nothing is shared between levels. Widths and depths of level L

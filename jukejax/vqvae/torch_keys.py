@@ -103,7 +103,8 @@ _HF_RULES = (
 
 def hf_to_openai_key(key: str, config: VQVAEConfig) -> str:
     """Rename a key of transformers' `JukeboxVQVAE` state dict to the openai/jukebox layout
-    (the inverse of the VQ-VAE rules in HF's `convert_jukebox.py`, reference §5.3)."""
+    (the inverse of the VQ-VAE rules in transformers'
+    `models/deprecated/jukebox/convert_jukebox.py`)."""
     key = key[len("vqvae."):] if key.startswith("vqvae.") else key
     key = re.sub(r"resnet_block\.(\d+)\.conv1d_1\.", r"model.\1.model.1.", key)
     key = re.sub(r"resnet_block\.(\d+)\.conv1d_2\.", r"model.\1.model.3.", key)
