@@ -1,0 +1,68 @@
+"""python -m jukejax.embed --checkpoint=MODEL --audio_dir=DIR --out=DIR [--layers=36] [--preset=jukemir|frames]
+[--pool=mean|max|none] [--fps=N] [--batch_size=N] [--dtype=float32|bfloat16]
+
+The top prior's activations after the given layers as features, one .npy per audio file plus manifest.jsonl
+(see jukejax/embed/run.py for the layout and jukejax/embed/presets.py for the recipes). Bad flags, models or
+files are one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from jukejax.embed.presets import PRESETS
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jukejax.embed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="model folder (vqvae/ and prior_level_*/, as "
+                                                       "jukejax.convert writes)")
+    p.add_argument("--audio_dir", required=True, help="folder of audio files (recursive)")
+    p.add_argument("--out", required=True, help="output folder: <name>.npy per file and manifest.jsonl")
+    p.add_argument("--layers", default="36", help="comma-separated layers, 1-based (jukemir: 36, Sheet Sage: 53, "
+                                                  "EDGE: 66)")
+    p.add_argument("--preset", default="jukemir", choices=PRESETS)
+    p.add_argument("--pool", default=None, choices=("mean", "max", "none"),
+                   help="over time; default mean for jukemir, none for frames")
+    p.add_argument("--fps", type=float, default=None, help="frames preset: resample frames to this rate")
+    p.add_argument("--batch_size", type=int, default=0, help="prior windows per step over all devices "
+                                                             "(default: one per device)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="prior compute dtype")
+    p.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--distributed", action="store_true", help="multi-process: join JAX's runtime from the "
+                                                              "cluster's environment (TPU pod, SLURM)")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    from jukejax.errors import UserError
+
+    try:
+        layers = tuple(int(x) for x in args.layers.split(",") if x.strip())
+    except ValueError:
+        print(f"error: --layers {args.layers!r}: expected comma-separated integers", file=sys.stderr)
+        return 2
+    try:
+        from jukejax import parallel
+        from jukejax.checkpoint import CheckpointError
+        from jukejax.embed.run import EmbedConfig, run
+
+        if args.distributed:
+            parallel.initialize_distributed(from_environment=True)
+        config = EmbedConfig(checkpoint=args.checkpoint, out=args.out, audio_dir=args.audio_dir, layers=layers,
+                             preset=args.preset, pool=args.pool, fps=args.fps, batch_size=args.batch_size,
+                             dtype=args.dtype, progress=not args.no_progress)
+        config.check()
+        summary = run(config)
+    except (UserError, CheckpointError, OSError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
