@@ -101,7 +101,8 @@ def load_truncated_params(workdir: pathlib.Path, full: PriorConfig, config: Prio
     scanned = "_attn_period" in stored.get("prior", {}).get("transformer", {})
     replicated = NamedSharding(mesh, P())
     flat_want = {_path_keys(p): (leaf, s) for (p, leaf), s in zip(
-        jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(shardings))}
+        jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(shardings))
+        if _keep_param(_path_keys(p), depth)}
 
     def target(path, meta):
         keys = _path_keys(path)

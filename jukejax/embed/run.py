@@ -16,9 +16,9 @@ process i mod P); each process writes its own files. Within a process, windows o
 together and the batch is split over the mesh's batch axes.
 
 What is checked before anything is written: the flags, the model (top prior present, layers within its depth),
-every file's header (readable, long enough for the jukemir preset), two files mapping to one output name. A
-file that cannot be decoded or is silent stops the run with one line naming it; files finished before it stay
-valid and a rerun resumes after it is removed.
+every file's header (readable, long enough for the jukemir preset), two files mapping to one output name, and
+every file this process will embed decodes to finite, not entirely silent audio. Each problem is one line
+naming the file or flag.
 """
 from __future__ import annotations
 
@@ -134,6 +134,22 @@ def _plan_files(config: EmbedConfig, embedder: Embedder) -> List[_File]:
     if not files:
         raise EmbedError(f"--audio_dir {audio_dir}: no audio files ({', '.join(audio_lib.AUDIO_EXTENSIONS)})")
     return files
+
+
+def _check_content(f: _File) -> None:
+    """Decodable, finite and not silent: checked for every file before the first output is written."""
+    import soundfile as sf
+
+    try:
+        data, _ = sf.read(os.fspath(f.path), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, OSError, TypeError) as err:
+        raise EmbedError(f"{f.path}: cannot decode audio ({' '.join(str(err).split()) or type(err).__name__})"
+                         ) from None
+    if not np.isfinite(data).all():
+        raise EmbedError(f"{f.path}: audio has NaN or infinite samples")
+    if not np.abs(data).max(initial=0.0) > 0:
+        raise EmbedError(f"{f.path}: audio is silent (every sample is 0); its features would be those of "
+                         f"digital silence")
 
 
 def _read_manifest(path: pathlib.Path) -> Dict[str, dict]:
@@ -252,6 +268,8 @@ def run(config: EmbedConfig, embedder: Optional[Embedder] = None) -> Dict[str, A
     config.check()
     if embedder is None:
         embedder = Embedder(config.checkpoint, config.layers, dtype=config.dtype)
+    elif tuple(embedder.layers) != tuple(config.layers):
+        raise ValueError(f"the Embedder computes layers {embedder.layers}, the config asks for {config.layers}")
     info = embedder.info
     divisor = embedder.batch_divisor
     batch = config.batch_size or divisor
@@ -261,12 +279,14 @@ def run(config: EmbedConfig, embedder: Optional[Embedder] = None) -> Dict[str, A
     local_batch = batch // jax.process_count()
     files = _plan_files(config, embedder)
     out = pathlib.Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     writer = _Writer(config, embedder)
     mine = [f for i, f in enumerate(files) if i % jax.process_count() == jax.process_index()]
+    pending = [f for f in mine if not f.npy.exists()]
+    for f in pending:
+        _check_content(f)
+    out.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         writer.reconcile(files)
-    pending = [f for f in mine if not f.npy.exists()]
     bar = None
     if config.progress and jax.process_index() == 0:
         from tqdm import tqdm

@@ -1,0 +1,146 @@
+"""`python -m jukejax.embed` on the bundled demo model: outputs, manifest, resume, bad input (one line, exit 2,
+nothing written)."""
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jukejax.embed import EmbedError, Embedder
+from jukejax.embed import presets
+from jukejax.embed.__main__ import main
+from jukejax.embed.run import EmbedConfig, run
+from jukejax.testing import write_songs
+
+DEMO = pathlib.Path(__file__).resolve().parents[1] / "models" / "demo"
+SR = 22050   # the demo model's rate; its top prior: n_ctx 256, hop 128 (1.49 s), width 128, 16 layers
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    folder = write_songs(tmp_path_factory.mktemp("embed_songs"), 2, 2.0, SR)
+    write_songs(folder / "more", 1, 3.5, 16000, seed=2)  # resampled; frames: 3 windows
+    return folder
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder(str(DEMO), layers=(1, 3))
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_cli_on_demo_model_then_resume(audio, embedder, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [f"--checkpoint={DEMO}", f"--audio_dir={audio}", f"--out={out}", "--layers=1,3", "--no_progress"]
+    config = EmbedConfig(checkpoint=str(DEMO), out=str(out), audio_dir=str(audio), layers=(1, 3), progress=False)
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["embedded"] == 3 and summary["skipped"] == 0
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*.npy"))
+    assert names == ["more/song0.npy", "song0.npy", "song1.npy"]
+    assert np.load(out / "song0.npy").shape == (2, 128)
+    records = {r["file"]: r for r in _lines(out / "manifest.jsonl")}
+    assert set(records) == {"song0.wav", "song1.wav", "more/song0.wav"}
+    r = records["more/song0.wav"]
+    assert (r["shape"], r["layers"], r["preset"], r["pool"], r["sample_rate"]) == ([2, 128], [1, 3], "jukemir", "mean", 16000)
+    assert r["duration"] == pytest.approx(3.5) and r["frames"] == 256
+    # a kill between a file's .npy and its manifest line: the rerun adds the line and embeds nothing again
+    before = (out / "song1.npy").read_bytes()
+    (out / "manifest.jsonl").write_text("".join(json.dumps(records[k]) + "\n" for k in ("song0.wav",)))
+    summary = run(config, embedder)
+    assert summary["embedded"] == 0 and summary["skipped"] == 3
+    assert {r["file"] for r in _lines(out / "manifest.jsonl")} == set(records)
+    assert (out / "song1.npy").read_bytes() == before
+    # a killed run: a missing .npy is embedded again, identically
+    (out / "song1.npy").unlink()
+    assert run(config, embedder)["embedded"] == 1
+    assert (out / "song1.npy").read_bytes() == before
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_frames_layers_pool_and_fps(audio, embedder, tmp_path):
+    summary = run(EmbedConfig(checkpoint=str(DEMO), out=str(tmp_path / "f"), audio_dir=str(audio), layers=(1, 3),
+                              preset="frames", progress=False), embedder)
+    assert summary["embedded"] == 3
+    info = embedder.info
+    n = int(np.ceil(3.5 * SR))
+    frames = np.load(tmp_path / "f" / "more" / "song0.npy")
+    assert frames.shape == (2, n // info.hop, 128)
+    run(EmbedConfig(checkpoint=str(DEMO), out=str(tmp_path / "p"), audio_dir=str(audio), layers=(1, 3),
+                    preset="frames", pool="mean", progress=False), embedder)
+    np.testing.assert_allclose(np.load(tmp_path / "p" / "more" / "song0.npy"), frames.mean(axis=1), rtol=2e-5,
+                               atol=2e-6)
+    run(EmbedConfig(checkpoint=str(DEMO), out=str(tmp_path / "r"), audio_dir=str(audio), layers=(1, 3),
+                    preset="frames", fps=30.0, progress=False), embedder)
+    resampled = np.load(tmp_path / "r" / "more" / "song0.npy")
+    assert resampled.shape == (2, int(np.ceil(frames.shape[1] * 30.0 / info.frame_rate)), 128)
+
+
+def test_frames_windows_follow_sheet_sage():
+    info = presets.ModelInfo(checkpoint="-", sr=44100, hop=128, n_ctx=8192, width=4800, depth=72, y_width=9,
+                             max_bow_genre_size=5, n_tokens=0, min_duration=60.0, max_duration=600.0)
+    n = 100 * 44100 + 5
+    windows = presets.frames_windows(info, n)
+    total = (100 * 44100 + 5) // 128 * 128
+    assert [int(w.y[1]) for w in windows] == [0, 1048576, 2097152, 3145728, total - 1048576]
+    assert all(int(w.y[0]) == total and int(w.y[2]) == 1048576 for w in windows)
+    assert [w.n_valid for w in windows] == [8192] * 4 + [n // 128 - 4 * 8192]
+    short = presets.frames_windows(info, 10 * 44100)   # clamped up to 60 s + 16 samples, floored to the hop
+    assert int(short[0].y[0]) == (60 * 44100 + 16) // 128 * 128
+    (w,) = presets.jukemir_windows(info)
+    assert w.y.tolist() == [2734080, 0, 1048576, 0, 0, -1, -1, -1, -1]
+
+
+def _expect_error(capsys, argv, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_bad_flags_and_models_are_one_line(audio, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = [f"--checkpoint={DEMO}", f"--out={out}", "--no_progress", "--layers=1"]
+    _expect_error(capsys, base + [f"--audio_dir={audio}", "--layers=17"], "--layers 17", "1..16")
+    _expect_error(capsys, base + [f"--audio_dir={audio}", "--layers=0,x"], "--layers")
+    no_top = tmp_path / "no_top"
+    no_top.mkdir()
+    for name in ("vqvae", "prior_level_1", "ids"):
+        shutil.copytree(DEMO / name, no_top / name)
+    _expect_error(capsys, [f"--checkpoint={no_top}", f"--out={out}", f"--audio_dir={audio}"], "prior_level_2")
+    _expect_error(capsys, base + [f"--audio_dir={audio}", "--fps=30"], "--fps")
+    assert not out.exists()
+
+
+def _expect_run_error(embedder, audio_dir, out, *needles):
+    config = EmbedConfig(checkpoint=str(DEMO), out=str(out), audio_dir=str(audio_dir), layers=(1, 3), progress=False)
+    with pytest.raises(EmbedError) as e:
+        run(config, embedder)
+    message = str(e.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_bad_files_are_named_before_anything_is_written(audio, embedder, tmp_path):
+    out = tmp_path / "out"
+    bad = tmp_path / "bad"
+    shutil.copytree(audio, bad)
+    (bad / "song1.wav").write_bytes(b"RIFF not really a wav")
+    _expect_run_error(embedder, bad, out, str(bad / "song1.wav"))
+    (bad / "song1.wav").unlink()
+    sf.write(bad / "silent.wav", np.zeros(SR * 2, np.float32), SR)
+    _expect_run_error(embedder, bad, out, str(bad / "silent.wav"), "silent")
+    (bad / "silent.wav").unlink()
+    sf.write(bad / "short.wav", np.full(SR, 0.1, np.float32), SR)   # 1 s < the 1.49 s clip
+    _expect_run_error(embedder, bad, out, str(bad / "short.wav"), "shorter than", "--preset=frames")
+    (bad / "short.wav").unlink()
+    sf.write(bad / "song0.flac", np.full(SR * 2, 0.1, np.float32), SR)
+    _expect_run_error(embedder, bad, out, "song0.npy", "both")
+    assert not out.exists()
