@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     print_table(result, levels, args.out)
     if args.update_card:
         from jukejax.errors import atomic_write_text
-        from train_demo import write_model_card  # scripts/ is on sys.path when run as a script
+        from model_card import write_model_card  # scripts/ is this script's directory
         model = pathlib.Path(args.model)
         card = json.loads((model / "training.json").read_text())
         card["reconstruction_check"] = result

@@ -12,7 +12,7 @@ writes
     OUT/data/jukejax_music/1.0.0   the TFDS dataset (jukejax.data.build_dataset; test split by piece)
 
 and prints a summary: pieces per collection, hours rendered, skipped pieces and why, wall time. The recipe
-lives in jukejax/data/music21_corpus.py. Needs `pip install music21` and, to render, Debian's `fluidsynth`
+lives in scripts/music21_corpus.py. Needs `pip install music21` and, to render, Debian's `fluidsynth`
 and `fluid-soundfont-gm` (or `timgm6mb-soundfont`); `--install` installs those with apt-get when root.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from jukejax.data import music21_corpus as mc  # noqa: E402
+import music21_corpus as mc  # noqa: E402  (scripts/ is this script's directory)
 
 
 def parse_args(argv=None):

@@ -1,18 +1,13 @@
 """The demo's "same music?" measure (scripts/check_reconstructions.py): chroma similarity is 1 for the same
 audio, stays high when only the timbre or a little noise changes, and drops for different notes."""
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
 from jukejax.testing import melody
+from script_modules import load_script
 
 SR = 22050
-_SPEC = importlib.util.spec_from_file_location(
-    "check_reconstructions", pathlib.Path(__file__).resolve().parents[1] / "scripts" / "check_reconstructions.py")
-check = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(check)
+check = load_script("check_reconstructions")
 
 
 def test_chroma_similarity_tells_same_notes_from_different_ones():

@@ -1,4 +1,4 @@
-"""jukejax.data.music21_corpus: the music21-corpus demo dataset recipe.
+"""scripts/music21_corpus.py: the music21-corpus demo dataset recipe.
 
 Selection, instruments, lyrics with times, repeats, the stuck-note guard and the metadata format are
 checked without FluidSynth (tiny music21 streams built here; the tests that need the music21 package skip
@@ -13,8 +13,10 @@ import pytest
 import soundfile as sf
 
 from jukejax.data import BuildConfig, build_dataset, load_source
-from jukejax.data import music21_corpus as mc
-from jukejax.data.music21_corpus import GM, Piece, Syllable
+from script_modules import load_script
+
+mc = load_script("music21_corpus")
+GM, Piece, Syllable = mc.GM, mc.Piece, mc.Syllable
 
 try:
     import music21  # noqa: F401
