@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from jukejax.cli import add_traceback_argument, run_reporting_user_errors
 from jukejax.embed.presets import PRESETS
 
 
@@ -33,34 +34,31 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--no_progress", action="store_true", help="no tqdm bar")
     p.add_argument("--distributed", action="store_true", help="multi-process: join JAX's runtime from the "
                                                               "cluster's environment (TPU pod, SLURM)")
+    add_traceback_argument(p)
     return p.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from jukejax.errors import UserError
+    return run_reporting_user_errors(lambda: _run(args), traceback=args.traceback)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jukejax import parallel
+    from jukejax.embed.model import EmbedError
+    from jukejax.embed.run import EmbedConfig, run
 
     try:
         layers = tuple(int(x) for x in args.layers.split(",") if x.strip())
     except ValueError:
-        print(f"error: --layers {args.layers!r}: expected comma-separated integers", file=sys.stderr)
-        return 2
-    try:
-        from jukejax import parallel
-        from jukejax.checkpoint import CheckpointError
-        from jukejax.embed.run import EmbedConfig, run
-
-        if args.distributed:
-            parallel.initialize_distributed(from_environment=True)
-        config = EmbedConfig(checkpoint=args.checkpoint, out=args.out, audio_dir=args.audio_dir, layers=layers,
-                             preset=args.preset, pool=args.pool, fps=args.fps, batch_size=args.batch_size,
-                             dtype=args.dtype, progress=not args.no_progress)
-        config.check()
-        summary = run(config)
-    except (UserError, CheckpointError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
+        raise EmbedError(f"--layers {args.layers!r}: expected comma-separated integers") from None
+    if args.distributed:
+        parallel.initialize_distributed(from_environment=True)
+    config = EmbedConfig(checkpoint=args.checkpoint, out=args.out, audio_dir=args.audio_dir, layers=layers,
+                         preset=args.preset, pool=args.pool, fps=args.fps, batch_size=args.batch_size,
+                         dtype=args.dtype, progress=not args.no_progress)
+    config.check()
+    print(json.dumps(run(config)))
     return 0
 
 
