@@ -102,7 +102,8 @@ def make_task(config, workdir: str) -> PriorTask:
     if not codes_lib.codes_path(codes_dir).exists():
         encode_fn = _frozen_vqvae(config, pc, data, f"no pre-encoded codes at {codes_dir}")
         log.info("pre-encoding %s into %s", data.dataset_dir, codes_dir)
-        codes_lib.encode_dataset(data.dataset_dir, codes_dir, encode_fn, hop_lengths=pc.vqvae.hop_lengths)
+        codes_lib.encode_dataset(data.dataset_dir, codes_dir, encode_fn, hop_lengths=pc.vqvae.hop_lengths,
+                                 encoder_info=encode_fn.info)
     return PriorTask(pc, data, codes_dir)
 
 
