@@ -3,6 +3,9 @@
   python -m jukejax.vqvae encode song.wav --checkpoint runs/vqvae --out codes.npz
   python -m jukejax.vqvae decode codes.npz --checkpoint runs/vqvae --level 0 --out out.wav
 
+`--checkpoint` is a VQ-VAE training workdir or a model folder (its `vqvae/` is used: `models/demo`, a
+`jukejax.convert` or `jukejax.bundle` output).
+
 Codes are stored as npz (never pickle): `level_{l}` int32 arrays of shape (1, tokens), `sample_rate`,
 `hop_lengths`.
 """
@@ -26,12 +29,22 @@ class CodesFileError(UserError):
     """A codes file this VQ-VAE cannot decode: not an npz, no such level, wrong dtype/rank, codes out of range."""
 
 
+def resolve_checkpoint(checkpoint: str) -> str:
+    """A VQ-VAE workdir as given, or a model folder's `vqvae/` workdir."""
+    from jukejax.checkpoint import CONFIG_FILE
+    folder = pathlib.Path(checkpoint)
+    if not (folder / CONFIG_FILE).is_file() and (folder / "vqvae" / CONFIG_FILE).is_file():
+        return str(folder / "vqvae")
+    return checkpoint
+
+
 def _load(checkpoint: str):
     import jax
     from jukejax.checkpoint import CheckpointError, load_variables
     from jukejax.config import VQVAEConfig, build
     from jukejax.vqvae.model import VQVAE
 
+    checkpoint = resolve_checkpoint(checkpoint)
     config, variables, _ = load_variables(checkpoint)
     if config.get("model") != "vqvae":
         raise CheckpointError(f"{checkpoint}: holds a {config.get('model')!r} model; expected a vqvae")
@@ -106,14 +119,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jukejax.vqvae", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     enc = sub.add_parser("encode", help="audio file -> codes.npz (all levels)")
-    enc.add_argument("audio")
-    enc.add_argument("--checkpoint", required=True, help="a VQ-VAE training workdir")
-    enc.add_argument("--out", required=True)
+    where = "a VQ-VAE training workdir or a model folder (its vqvae/)"
+    enc.add_argument("audio", help="audio file (wav, flac, ogg, mp3); resampled to the VQ-VAE's rate, mono")
+    enc.add_argument("--checkpoint", required=True, help=where)
+    enc.add_argument("--out", required=True, help="codes file to write (.npz: level_{l}, sample_rate, "
+                                                  "hop_lengths)")
     dec = sub.add_parser("decode", help="codes.npz -> audio, with the decoder of one level")
-    dec.add_argument("codes")
-    dec.add_argument("--checkpoint", required=True)
-    dec.add_argument("--level", type=int, default=0)
-    dec.add_argument("--out", required=True)
+    dec.add_argument("codes", help="codes file (.npz from encode, or a sampling run's level_{l}/codes.npz)")
+    dec.add_argument("--checkpoint", required=True, help=where)
+    dec.add_argument("--level", type=int, default=0, help="which level's codes to decode (0 = bottom)")
+    dec.add_argument("--out", required=True, help="wav file to write")
     add_traceback_argument(parser)
     args = parser.parse_args(argv)
 
