@@ -1,4 +1,4 @@
-"""Sample music from a jukejax model bundle (see configs/sample_defaults.py for every setting).
+"""Sample music from a jukejax model folder (every setting, with its help: jukejax/sample/settings.py).
 
   python sample.py --checkpoint=models/5b --workdir=runs/s1 --artist="Alan Jackson" --genre=Country \
       --sample_length_in_seconds=20 --total_sample_length_in_seconds=180 --n_samples=2
@@ -24,52 +24,20 @@ def _known(table: str) -> str:
 
 config_flags.DEFINE_config_file("config", _DEFAULTS, "sampling defaults (a configs/*.py file)")
 flags.DEFINE_string("workdir", None, "where level_{l}/ outputs go (created; must be writable)")
-flags.DEFINE_string("checkpoint", None, "model bundle directory: vqvae/, prior_level_{l}/, optional ids/")
-flags.DEFINE_enum("mode", None, ["ancestral", "primed", "continue", "upsample"], "what to start from")
-flags.DEFINE_string("artist", None, "artist name or id ('a|b' gives one per item)" + _known("artist"))
-flags.DEFINE_string("genre", None, "genre name(s) or id ('a|b' gives one per item)" + _known("genre"))
-flags.DEFINE_string("lyrics", None, "lyrics text")
-flags.DEFINE_string("lyrics_file", None, "file holding the lyrics")
-flags.DEFINE_float("sample_length_in_seconds", None, "audio to generate (continue --keep: to add)")
-flags.DEFINE_float("total_sample_length_in_seconds", None, "length of the whole song, for the labels")
-flags.DEFINE_integer("n_samples", None, "number of samples")
-flags.DEFINE_string("hop_fraction", None, "per level, comma separated, e.g. 0.5,0.5,0.125")
-flags.DEFINE_string("temperature", None, "one value, or one per level")
-flags.DEFINE_integer("top_k", None, "top-k filtering (0 = off)")
-flags.DEFINE_float("top_p", None, "nucleus filtering (0 = off)")
-flags.DEFINE_string("levels", None, "levels to sample, comma separated (default: what the mode samples)")
-flags.DEFINE_string("max_batch_size", None, "one value, or one per level")
-flags.DEFINE_integer("seed", None, "random seed")
-flags.DEFINE_string("audio_file", None, "primed: comma-separated audio files")
-flags.DEFINE_float("prompt_length_in_seconds", None, "primed: prompt length; continue: cut the codes")
-flags.DEFINE_string("codes_file", None, "continue/upsample: level_*/codes.npz of an earlier run")
-flags.DEFINE_string("keep", None, "continue: rows of the codes file to keep, e.g. 2,5 (co-composition)")
-flags.DEFINE_bool("resume", None, "go on with a killed run in --workdir")
 from jukejax.cli import (absl_main, define_distributed_flags, initialize_distributed_from_flags,  # noqa: E402
                          run_absl)
+from jukejax.sample import settings as settings_lib  # noqa: E402
 
+settings_lib.define_flags()  # one flag per setting of jukejax.sample.settings.SampleSettings
+for _name, _table in (("artist", "artist"), ("genre", "genre")):
+    flags.FLAGS[_name].help += _known(_table)
 define_distributed_flags()
 FLAGS = flags.FLAGS
 
-_OVERRIDES = ("checkpoint", "mode", "artist", "genre", "lyrics", "lyrics_file", "sample_length_in_seconds",
-              "total_sample_length_in_seconds", "n_samples", "hop_fraction", "temperature", "top_k", "top_p",
-              "levels", "max_batch_size", "seed", "audio_file", "prompt_length_in_seconds", "codes_file", "keep",
-              "resume")
-
 
 def config_with_flags(config):
-    """The config with every flag given on the command line written over it (lists parsed by run.py)."""
-    from jukejax.sample import run as run_lib
-    config = config.copy_and_resolve_references()
-    parsers = {"hop_fraction": run_lib.parse_floats, "temperature": run_lib.parse_floats,
-               "levels": run_lib.parse_ints, "max_batch_size": run_lib.parse_ints, "keep": run_lib.parse_ints}
-    with config.unlocked():
-        for name in _OVERRIDES:
-            value = getattr(FLAGS, name)
-            if value is None:
-                continue
-            config[name] = parsers[name](value, name) if name in parsers else value
-    return config
+    """The config with every setting given on the command line written over it."""
+    return settings_lib.config_with_flags(config)
 
 
 def _main() -> int:

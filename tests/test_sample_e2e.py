@@ -260,10 +260,14 @@ def test_bundle_without_id_tables(bundle_dir, tmp_path):
     (dict(sample_length_in_seconds=0.001), "shorter than one top-level token \\(16 samples"),
     (dict(levels=(1, 0)), "level 1 is conditioned on level-2 codes, which cover 0 s"),
     (dict(total_sample_length_in_seconds=0.5), "total_length \\[4000, 4000\\] must lie in \\[min_duration"),
-    (dict(mode="primed", audio_file="x.wav", prompt_length_in_seconds=0.5), "is longer than the sample"),
+    (dict(mode="primed", audio_file="PROMPT", prompt_length_in_seconds=0.5), "is longer than the sample"),
+    (dict(mode="primed", audio_file="x.wav", prompt_length_in_seconds=0.1), "audio_file x.wav: not found"),
     (dict(mode="continue"), "mode continue needs --codes_file"),
 ])
 def test_bad_settings_are_one_line_errors(bundle_dir, tmp_path, overrides, message):
+    if overrides.get("audio_file") == "PROMPT":
+        overrides = dict(overrides, audio_file=str(tmp_path / "prompt.wav"))
+        sf.write(overrides["audio_file"], melody(np.random.default_rng(0), 1.0, SR), SR)
     with pytest.raises(run_lib.USER_ERRORS, match=message) as info:
         run_lib.run(make_config(bundle_dir, **overrides), tmp_path / "out")
     assert "\n" not in str(info.value)
@@ -389,3 +393,98 @@ def test_sampling_on_a_mesh_gives_one_devices_tokens(bundle_dir, tmp_path, mesh)
         return outputs.read_codes(tmp_path / name / "level_2" / outputs.CODES_FILE).z
     one = top_codes((1, 1, 1), "one")
     np.testing.assert_array_equal(top_codes(mesh, "mesh"), one)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The workdir: one writer, resume against changed weights, leftovers of kills, lyrics stored once, a full disk.
+# Top level only, the shapes of the runs above (3 windows of 64 tokens, or one).
+
+TOP_ONLY = dict(levels=(2,), max_batch_size=(1,))
+
+_HOLD_LOCK = """
+import sys, time
+from jukejax.sample.workdir import WorkdirLock
+WorkdirLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_one_writer_per_workdir_and_a_dead_holders_lock_is_taken_over(bundle_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    workdir = tmp_path / "w"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(workdir)], stdout=subprocess.PIPE,
+                              cwd=pathlib.Path(__file__).resolve().parents[1], text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(run_lib.SampleError, match=f"is in use by pid {holder.pid} on ") as info:
+            run_lib.run(make_config(bundle_dir, sample_length_in_seconds=0.128, resume=True, **TOP_ONLY), workdir)
+        assert "\n" not in str(info.value) and not (workdir / run_lib.RUN_FILE).exists()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert (workdir / ".lock").is_file()  # left by the killed holder, naming a dead pid
+    result = run_lib.run(make_config(bundle_dir, sample_length_in_seconds=0.128, **TOP_ONLY), workdir)
+    assert result.zs[2].shape == (2, 64) and not (workdir / ".lock").exists()
+
+
+def test_resume_refuses_changed_weights(bundle_dir, tmp_path):
+    from jukejax.checkpoint import load_variables
+    root = tmp_path / "model"
+    shutil.copytree(bundle_dir, root)
+
+    def stop(level, start):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_lib.run(make_config(root, **TOP_ONLY), tmp_path / "w", on_window=stop)
+    cd, variables, _ = load_variables(str(root / "prior_level_2"))
+    variables = jax.tree.map(lambda x: np.asarray(x) * 1.01, variables)  # "retrained"
+    save_variables(str(root / "prior_level_2"), cd, variables, step=1)
+    with pytest.raises(run_lib.SampleError, match="the weights of prior_level_2 in .* changed since the run"):
+        run_lib.run(make_config(root, resume=True, **TOP_ONLY), tmp_path / "w")
+
+
+def test_kill_leftovers_removed_and_lyrics_stored_once(bundle_dir, tmp_path):
+    lyrics = "la la la, " * 10_000  # 100 kB, the same for both items
+    config = make_config(bundle_dir, lyrics=lyrics, **TOP_ONLY)
+
+    def stop(level, start):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_lib.run(config, tmp_path, on_window=stop)
+    codes_path = tmp_path / "level_2" / "codes.npz"
+    assert codes_path.stat().st_size < 20_000  # in-progress rewrites carry no lyrics text
+    assert outputs.read_codes(codes_path).lyrics == [lyrics, lyrics]  # found in run.json
+    assert len((tmp_path / "run.json").read_text()) < 1.2 * len(lyrics)  # once, not once per item
+    leftovers = [tmp_path / ".run.json.0123abcd.tmp", tmp_path / "level_2" / ".codes.npz.0123abcd.tmp",
+                 tmp_path / "level_2" / ".item_0.wav.0123abcd.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half written by a killed run")
+    run_lib.run(make_config(bundle_dir, lyrics=lyrics, resume=True, **TOP_ONLY), tmp_path)
+    assert not any(path.exists() for path in leftovers)
+    with np.load(codes_path) as data:
+        assert json.loads(data["lyrics_json"].tobytes()) == [lyrics] and list(data["lyrics_of_item"]) == [0, 0]
+    assert lyrics.encode() in codes_path.read_bytes() and codes_path.stat().st_size < 1.5 * len(lyrics)
+
+
+def test_full_disk_while_writing_wavs_is_one_line_and_resumable(bundle_dir, tmp_path, monkeypatch):
+    from jukejax import audio as audio_lib
+
+    def to_full_disk(path, data):  # the kernel's real ENOSPC, from /dev/full
+        with open("/dev/full", "wb") as f:
+            f.write(data)
+            f.flush()
+    config = make_config(bundle_dir, sample_length_in_seconds=0.128, **TOP_ONLY)
+    with monkeypatch.context() as m:
+        m.setattr(audio_lib, "atomic_write_bytes", to_full_disk)
+        with pytest.raises(run_lib.SampleError, match="level 2: cannot write its wavs .*No space left on device"
+                           ) as info:
+            run_lib.run(config, tmp_path)
+    assert "\n" not in str(info.value)
+    assert outputs.read_codes(tmp_path / "level_2" / "codes.npz").complete
+    assert not list((tmp_path / "level_2").glob("*.wav"))
+    result = run_lib.run(make_config(bundle_dir, sample_length_in_seconds=0.128, resume=True, **TOP_ONLY), tmp_path)
+    assert 2 not in result.stats and (tmp_path / "level_2" / "item_1.wav").is_file()  # decoded, not re-sampled

@@ -29,6 +29,7 @@ from jukejax.config import VQVAEConfig
 from jukejax.errors import UserError
 from jukejax.sample.bundle import Bundle
 from jukejax.sample.outputs import read_codes
+from jukejax.vqvae.codes import check_codes
 from jukejax.vqvae.model import VQVAE
 
 MODES = ("ancestral", "primed", "continue", "upsample")
@@ -133,6 +134,10 @@ def from_codes(bundle: Bundle, mode: str, codes_file: str, n_samples: Optional[i
     n_codes = codes.n_samples
     zs = {level: codes.zs.get(level, np.zeros((n_codes, 0), np.int32)) for level in range(bundle.levels)}
     zs[codes.level] = codes.z
+    l_bins = bundle.vqvae_config.l_bins
+    for level, z in zs.items():  # every code must index the bundle's codebooks
+        name = f"codes file {codes_file}: " + ("z" if level == codes.level else f"z_level_{level}")
+        zs[level] = check_codes(z, l_bins=l_bins, name=name)
     labels = (list(codes.artist), list(codes.genre), list(codes.lyrics))
 
     if prompt_seconds > 0:  # the original's load_codes(duration): cut every level to the prompt

@@ -2,7 +2,9 @@
 
     item_{i}.wav      the level's codes decoded by the VQ-VAE at its sample rate (16-bit PCM)
     item_{i}.png      log-magnitude spectrogram of item_{i}.wav (written here with zlib + struct)
-    codes.npz         the codes so far, rewritten atomically after every window (see `Codes`)
+    codes.npz         the codes so far, rewritten atomically after every window (see `Codes`); each distinct
+                      lyrics text is stored once, and only once the level is complete (until then the lyrics
+                      are the workdir's run.json's)
     index.html        an audio player per item, its labels, and the lyrics lit up in time with the music
 
 The codes file is a plain npz (never a pickle): read it with `np.load(path)` or `read_codes`.
@@ -10,10 +12,10 @@ The codes file is a plain npz (never a pickle): read it with `np.load(path)` or 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
 import io
 import json
-import os
 import pathlib
 import struct
 import zlib
@@ -22,11 +24,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from jukejax.audio import write_audio
-from jukejax.errors import UserError, atomic_write_bytes
+from jukejax.errors import atomic_write_bytes as _atomic_write_bytes
+from jukejax.vqvae.codes import CodesError, check_codes, open_npz
 
 CODES_FILE = "codes.npz"
 INDEX_FILE = "index.html"
-CODES_FORMAT = 1
+CODES_FORMAT = 2    # 2: lyrics stored once per distinct text (lyrics_json + lyrics_of_item), when complete
 
 
 def level_dir(workdir, level: int) -> pathlib.Path:
@@ -36,10 +39,6 @@ def level_dir(workdir, level: int) -> pathlib.Path:
 # ------------------------------------------------------------------------------------------------------------
 # Codes
 
-class CodesError(UserError):
-    """A codes file that is missing, unreadable or not one this package writes."""
-
-
 @dataclasses.dataclass
 class Codes:
     """The npz codes file of one level.
@@ -47,6 +46,8 @@ class Codes:
     z              int32 (n_samples, tokens so far) of this level
     zs             every level's codes known when written, keys `z_level_{k}` in the file (z included): upper
                    levels are final, lower ones are what the run started from (empty, a prompt, a continuation)
+    lyrics         per item; in the file each distinct text once (`lyrics_json`, UTF-8 bytes of a JSON list,
+                   indexed by `lyrics_of_item`), written with the complete level only
     windows_done   int64 starts of the windows sampled so far, in order; `complete` once the level is full,
                    `outputs_done` once its wavs, PNGs and index.html are written
     y              the song's label vector for this level's prior (offset 0), (n_samples, y_width)
@@ -90,10 +91,15 @@ def write_codes(path, codes: Codes) -> pathlib.Path:
         sr=np.int64(codes.sr), hop_length=np.int64(codes.hop_length),
         hop_lengths=np.asarray(codes.hop_lengths, np.int64),
         artist=np.asarray(codes.artist, dtype=np.str_), genre=np.asarray(codes.genre, dtype=np.str_),
-        lyrics=np.asarray(codes.lyrics, dtype=np.str_), y=np.asarray(codes.y, np.int64),
+        y=np.asarray(codes.y, np.int64),
         total_length=np.int64(codes.total_length), sample_length=np.int64(codes.sample_length),
         windows_done=np.asarray(codes.windows_done, np.int64), complete=np.bool_(codes.complete),
         outputs_done=np.bool_(codes.outputs_done), settings=np.str_(codes.settings))
+    texts, of_item = dedupe(codes.lyrics)
+    arrays["lyrics_of_item"] = np.asarray(of_item, np.int64)
+    arrays["lyrics_sha256"] = np.asarray([text_sha256(t) for t in texts], dtype=np.str_)
+    if codes.complete:  # in-progress rewrites leave the text to run.json: it is written once per run
+        arrays["lyrics_json"] = _utf8(json.dumps(texts))
     for level, z in codes.zs.items():
         arrays[f"z_level_{level}"] = np.asarray(z, np.int32)
     buf = io.BytesIO()
@@ -102,37 +108,114 @@ def write_codes(path, codes: Codes) -> pathlib.Path:
     return path
 
 
-def read_codes(path) -> Codes:
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise CodesError(f"codes file {path}: not found")
+def dedupe(texts: Sequence[str]) -> Tuple[List[str], List[int]]:
+    """(distinct texts in order of first use, index of each item's text)."""
+    distinct: Dict[str, int] = {}
+    of_item = [distinct.setdefault(t, len(distinct)) for t in texts]
+    return list(distinct), of_item
+
+
+def _utf8(text: str) -> np.ndarray:
+    """Text as a uint8 array of its UTF-8 bytes (numpy's str arrays take 4 bytes a character)."""
+    return np.frombuffer(text.encode("utf-8"), np.uint8)
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _lyrics_from_run_json(path: pathlib.Path, hashes: Sequence[str]) -> Optional[List[str]]:
+    """The distinct lyrics texts of an unfinished level's codes file, from its workdir's run.json."""
+    run_json = path.parent.parent / "run.json"
     try:
-        with np.load(path, allow_pickle=False) as data:
-            files = set(data.files)
-            need = {"format", "level", "z", "sr", "hop_lengths", "windows_done"}
-            if not need <= files:
-                raise CodesError(f"codes file {path}: missing {', '.join(sorted(need - files))}; not a codes.npz "
-                                 f"written by sample.py")
-            if int(data["format"]) != CODES_FORMAT:
-                raise CodesError(f"codes file {path}: format {int(data['format'])}, this version reads "
-                                 f"{CODES_FORMAT}")
-            zs = {int(k[len("z_level_"):]): data[k].astype(np.int32) for k in files if k.startswith("z_level_")}
-            n = data["z"].shape[0]
-            text = lambda k: [str(s) for s in data[k]] if k in files else [""] * n
-            return Codes(
-                level=int(data["level"]), z=data["z"].astype(np.int32), zs=zs, sr=int(data["sr"]),
-                hop_lengths=tuple(int(h) for h in data["hop_lengths"]), artist=text("artist"),
-                genre=text("genre"), lyrics=text("lyrics"),
-                y=data["y"] if "y" in files else np.zeros((n, 0), np.int64),
-                total_length=int(data["total_length"]) if "total_length" in files else 0,
-                sample_length=int(data["sample_length"]) if "sample_length" in files else 0,
-                windows_done=data["windows_done"].astype(np.int64), complete=bool(data.get("complete", False)),
-                outputs_done=bool(data.get("outputs_done", False)),
-                settings=str(data["settings"]) if "settings" in files else "{}")
-    except CodesError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, zlib.error) as e:
-        raise CodesError(f"codes file {path}: cannot be read ({type(e).__name__}: {e})") from None
+        items = json.loads(run_json.read_text())["items"]
+        texts = list(items["lyrics_text"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    by_hash = {text_sha256(t): t for t in texts if isinstance(t, str)}
+    if not all(h in by_hash for h in hashes):
+        return None
+    return [by_hash[h] for h in hashes]
+
+
+def read_codes(path) -> Codes:
+    """A codes file, checked for what needs no model: the fields a run writes, integer codes of rank 2 with one
+    row per sample at every level, a level its hop lengths know. (`modes` checks the codebook
+    range against the model.)"""
+    path = pathlib.Path(path)
+    with open_npz(path) as data:
+        try:
+            return _codes_from_npz(path, data)
+        except CodesError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, TypeError, zlib.error) as e:
+            raise CodesError(f"codes file {path}: cannot be read ({type(e).__name__}: {e})") from None
+
+
+def _scalar_int(path, data, key) -> int:
+    value = np.asarray(data[key])
+    if value.shape != () or value.dtype.kind not in "iu":
+        raise CodesError(f"codes file {path}: {key} is {value.dtype} {value.shape}; expected one integer")
+    return int(value)
+
+
+def _codes_from_npz(path: pathlib.Path, data) -> Codes:
+    files = set(data.files)
+    need = {"format", "level", "z", "sr", "hop_lengths", "windows_done"}
+    if not need <= files:
+        raise CodesError(f"codes file {path}: missing {', '.join(sorted(need - files))}; not a codes.npz "
+                         f"written by sample.py")
+    fmt = _scalar_int(path, data, "format")
+    if fmt not in (1, CODES_FORMAT):
+        raise CodesError(f"codes file {path}: format {fmt}, this version reads 1 and {CODES_FORMAT}")
+    hop_lengths = tuple(int(h) for h in np.asarray(data["hop_lengths"]).reshape(-1))
+    level = _scalar_int(path, data, "level")
+    if not 0 <= level < len(hop_lengths):
+        raise CodesError(f"codes file {path}: level {level}, but its hop lengths {hop_lengths} have levels "
+                         f"0..{len(hop_lengths) - 1}")
+    # Any integer dtype in the file; the codebook range is checked against the model that reads them.
+    z = check_codes(data["z"], l_bins=None, name=f"codes file {path}: z")
+    zs = {}
+    for k in sorted(k for k in files if k.startswith("z_level_")):
+        suffix = k[len("z_level_"):]
+        if not suffix.isdigit() or int(suffix) >= len(hop_lengths):
+            raise CodesError(f"codes file {path}: {k} is not a level of its hop lengths {hop_lengths}")
+        zs[int(suffix)] = check_codes(data[k], l_bins=None, name=f"codes file {path}: {k}")
+    n = z.shape[0]
+    for k, zk in zs.items():
+        if zk.shape[0] != n:
+            raise CodesError(f"codes file {path}: z_level_{k} has {zk.shape[0]} rows, z has {n}")
+    text = lambda k: [str(s) for s in np.asarray(data[k]).reshape(-1)] if k in files else [""] * n
+    artist, genre = text("artist"), text("genre")
+    if "lyrics_of_item" in files:
+        of_item = [int(i) for i in data["lyrics_of_item"]]
+        if "lyrics_json" in files:
+            texts = json.loads(np.asarray(data["lyrics_json"], np.uint8).tobytes().decode("utf-8"))
+            if not (isinstance(texts, list) and all(isinstance(t, str) for t in texts)):
+                raise CodesError(f"codes file {path}: lyrics_json is not a list of texts")
+        else:
+            texts = _lyrics_from_run_json(path, text("lyrics_sha256"))
+            if texts is None:
+                raise CodesError(f"codes file {path}: written by a run that did not finish, and its lyrics are "
+                                 f"not in {path.parent.parent / 'run.json'}; finish it with --resume, or pass "
+                                 f"--lyrics")
+        if len(of_item) != n or any(not 0 <= i < len(texts) for i in of_item):
+            raise CodesError(f"codes file {path}: lyrics_of_item does not index its {len(texts)} lyrics texts")
+        lyrics = [texts[i] for i in of_item]
+    else:
+        lyrics = text("lyrics")
+    for name, values in (("artist", artist), ("genre", genre), ("lyrics", lyrics)):
+        if len(values) != n:
+            raise CodesError(f"codes file {path}: {len(values)} {name} entries for {n} samples")
+    return Codes(
+        level=level, z=z, zs=zs, sr=_scalar_int(path, data, "sr"), hop_lengths=hop_lengths, artist=artist,
+        genre=genre, lyrics=lyrics, y=data["y"] if "y" in files else np.zeros((n, 0), np.int64),
+        total_length=_scalar_int(path, data, "total_length") if "total_length" in files else 0,
+        sample_length=_scalar_int(path, data, "sample_length") if "sample_length" in files else 0,
+        windows_done=np.asarray(data["windows_done"]).astype(np.int64).reshape(-1),
+        complete=bool(data["complete"]) if "complete" in files else False,
+        outputs_done=bool(data["outputs_done"]) if "outputs_done" in files else False,
+        settings=str(data["settings"]) if "settings" in files else "{}")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ import argparse
 import io
 import pathlib
 import sys
-import zipfile
-import zlib
 from typing import Optional, Sequence
 
 import numpy as np
@@ -71,27 +69,21 @@ def encode(audio_path: str, checkpoint: str, out: str) -> pathlib.Path:
 
 def read_level_codes(codes_path: str, level: int, levels: int, l_bins: int) -> np.ndarray:
     """Level `level`'s codes of an `encode` output as int32 (N, T), checked against a VQ-VAE with `levels`
-    levels and `l_bins` codes: integer dtype, rank 1 or 2, at least one token, every code in [0, l_bins)."""
+    levels and `l_bins` codes: an npz (random bytes or a pickle are named as such), integer dtype, rank 1 or 2,
+    at least one token, every code in [0, l_bins) (`jukejax.vqvae.codes.check_codes`)."""
+    from jukejax.vqvae.codes import check_codes, open_npz
     if not 0 <= level < levels:
         raise CodesFileError(f"--level {level}: the VQ-VAE has levels 0..{levels - 1}")
-    try:
-        with np.load(codes_path, allow_pickle=False) as codes:
-            key = f"level_{level}"
-            if key not in codes.files:
-                raise CodesFileError(f"{codes_path}: has no {key}; it holds {', '.join(sorted(codes.files))}")
-            z = codes[key]
-    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        raise CodesFileError(f"{codes_path}: not a codes npz file ({type(e).__name__}: {e})") from None
-    if not (np.issubdtype(z.dtype, np.integer) or z.dtype == np.bool_):
-        raise CodesFileError(f"{codes_path}: {key} has dtype {z.dtype}; expected integer codes")
+    key = f"level_{level}"
+    with open_npz(codes_path) as codes:
+        if key not in codes.files:
+            raise CodesFileError(f"{codes_path}: has no {key}; it holds {', '.join(sorted(codes.files))}")
+        z = codes[key]
     if z.ndim == 1:
         z = z[None]
-    if z.ndim != 2 or z.size == 0:
-        raise CodesFileError(f"{codes_path}: {key} has shape {z.shape}; expected (tokens,) or "
-                             f"(n, tokens) with at least one token")
-    if z.min() < 0 or z.max() >= l_bins:
-        raise CodesFileError(f"{codes_path}: {key} has codes in [{z.min()}, {z.max()}]; expected [0, {l_bins})")
-    return z.astype(np.int32)
+    if z.ndim == 2 and z.size == 0:
+        raise CodesFileError(f"{codes_path}: {key} has shape {z.shape}; expected at least one token")
+    return check_codes(z, l_bins=l_bins, name=f"{codes_path}: {key}")
 
 
 def decode(codes_path: str, checkpoint: str, level: int, out: str) -> pathlib.Path:
