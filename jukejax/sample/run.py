@@ -455,7 +455,9 @@ def run(config, workdir, *, on_window: Optional[Callable[[int, int], None]] = No
     """Sample as `config` says into `workdir`. `on_window(level, start)` runs after every window is saved
     (progress hooks; an exception from it stops the run like a kill would, and `--resume` picks it up)."""
     s = resolve_settings(config)
-    workdir = check_workdir(workdir)
+    # Only the writer probes (and removes what the probe created): another process of a multi-host run would
+    # race with the writer creating the folder.
+    workdir = check_workdir(workdir) if _is_writer() else pathlib.Path(workdir)
     plan = make_plan(s)
     mesh = _sampling_mesh(s)
     lock = open_workdir(workdir, plan)
