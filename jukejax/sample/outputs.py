@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from jukejax.audio import write_audio
-from jukejax.errors import atomic_write_bytes as _atomic_write_bytes
+from jukejax.errors import atomic_write_bytes
 from jukejax.vqvae.codes import CodesError, check_codes, open_npz
 
 CODES_FILE = "codes.npz"
