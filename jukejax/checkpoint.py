@@ -10,6 +10,7 @@ import pathlib
 from typing import Any, Dict, Optional, Tuple
 
 import ml_collections
+import numpy as np
 
 from jukejax.errors import UserError, atomic_write_text
 
@@ -65,7 +66,25 @@ def load_variables(workdir: str, step: Optional[int] = None, use_ema: bool = Tru
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
     state = restored["state"]
     params = state.get("ema_params") if use_ema and state.get("ema_params") is not None else state["params"]
-    return config, {"params": params, **(state.get("extra") or {})}, int(step)
+    variables = {"params": params, **(state.get("extra") or {})}
+    check_finite(variables, f"{directory}/{step}")
+    return config, variables, int(step)
+
+
+def check_finite(variables: Any, where: str) -> None:
+    """A `CheckpointError` naming the first parameter with a NaN or infinite value: such weights would run and
+    sample silently (all-zero tokens), so a model folder that holds them is refused when it is loaded."""
+    import jax
+    import jax.numpy as jnp
+
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            continue
+        finite = np.isfinite(leaf).all() if isinstance(leaf, np.ndarray) else jnp.isfinite(leaf).all()
+        if not bool(finite):
+            bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(np.asarray(leaf))))
+            raise CheckpointError(f"{where}: parameter {jax.tree_util.keystr(path)} holds {bad} NaN or infinite "
+                                  f"value(s) of {np.size(leaf)}; these weights cannot be used")
 
 
 def save_variables(workdir: str, config: ml_collections.ConfigDict, variables: Dict[str, Any], step: int = 0

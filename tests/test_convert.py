@@ -734,3 +734,57 @@ def test_leftover_missing_and_misshapen_keys_are_listed_together(tiny, tmp_path)
     save_file(tensors, str(hf / "model.safetensors"))
     with pytest.raises(ConversionError, match=r"unexpected: prior.extra_head.weight \(2, 5\)"):
         convert_hf(str(hf), str(tmp_path / "out_hf"))
+
+
+def test_a_checkpoint_as_the_original_save_checkpoint_writes_it_converts(tiny, tmp_path):
+    """openai/jukebox `make_models.save_checkpoint`: torch.save({'hps': {**hps} minus a few keys, 'model':
+    state_dict, 'opt': ..., 'step': iters, **metrics}) of a model trained in fp16, in the legacy format of torch
+    1.4. The hps dict holds tuples, lists, None, strings, bools, ints and floats."""
+    sd = torch.load(tiny.openai / "prior_level_1.pth.tar", weights_only=True)["model"]
+    hps = {"name": "upsampler_level_1", "level": 1, "levels": 3, "downs_t": (2, 1, 1), "strides_t": (2, 2, 2),
+           "hvqvae_multipliers": (2, 1, 1), "y_bins": (7, 11), "labels": True, "labels_v3": False, "spread": None,
+           "restore_prior": "", "restore_vqvae": "https://openaipublic.azureedge.net/jukebox/models/5b/vqvae.pth.tar",
+           "lr": 0.00015, "beta2": 0.925, "prime_loss_fraction": 0.0, "cond_downs": [1], "alignment_layer": None,
+           "fp16": True, "bs": 4, "argv": "jukebox/train.py --hps=vqvae,small_upsampler,all_fp16,cpu_ema"}
+    path = tmp_path / "checkpoint_latest.pth.tar"
+    torch.save({"hps": hps, "model": {k: v.half() for k, v in sd.items()}, "opt": None, "step": 123456,
+                "loss": 1.875, "bpd": 1.8, "prime_loss": 0.0, "gen_loss": 1.8},
+               path, _use_new_zipfile_serialization=False)
+    out = tmp_path / "out"
+    manifest = convert_openai(str(out), priors=[str(path)], vqvae_config=tiny.config_files["vqvae"],
+                              prior_configs=[tiny.config_files["prior_1"]])
+    assert manifest["components"]["prior_level_1"]["level_from"] == "the checkpoint's hps"
+    assert manifest["components"]["prior_level_1"]["source_dtypes"] == {"float16": sum(v.numel() for v in sd.values())}
+    _, got, _ = load_variables(str(out / "prior_level_1"))
+    _, want, _ = load_variables(str(tiny.outs["openai"] / "prior_level_1"))   # the fp32 file, converted
+    for (path_, g), w in zip(jax.tree_util.tree_flatten_with_path(got["params"])[0], jax.tree.leaves(want["params"])):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w).astype(np.float16).astype(np.float32),
+                                      err_msg=jax.tree_util.keystr(path_))
+
+
+def test_non_finite_weights_are_refused_at_conversion_and_at_loading(tiny, tmp_path, capsys):
+    from jukejax.checkpoint import CheckpointError, save_variables
+    from jukejax.vqvae.__main__ import main as vqvae_main
+    sd = dict(torch.load(tiny.openai / "prior_level_1.pth.tar", weights_only=True)["model"])
+    key = "prior.transformer._attn_mods.1.mlp.c_fc.w"
+    sd[key] = sd[key].clone()
+    sd[key][0, 3] = float("nan")
+    sd[key][1, 2] = float("inf")
+    bad = tmp_path / "prior_level_1.pth.tar"
+    torch.save({"model": sd}, bad)
+    err = cli_error(["--from", "openai", "--prior", bad, "--vqvae_config", tiny.config_files["vqvae"],
+                     "--prior_config", tiny.config_files["prior_1"], "--out", tmp_path / "out"], capsys)
+    assert f"{bad}: tensor {key} (32, 32) holds 2 NaN or infinite value(s)" in err, err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.partial-*"))
+    # A model folder whose weights went non-finite after conversion (e.g. an edited or corrupted checkpoint).
+    config, variables, _ = load_variables(str(tiny.outs["openai"] / "vqvae"))
+    variables = jax.tree.map(np.array, variables)
+    variables["params"]["decoders_0"]["out"]["kernel"][0, 0, 0] = np.nan
+    save_variables(str(tmp_path / "vqvae_nan"), config, variables)
+    with pytest.raises(CheckpointError, match=r"parameter \['params'\]\['decoders_0'\]\['out'\]\['kernel'\] holds 1 NaN"):
+        load_variables(str(tmp_path / "vqvae_nan"))
+    capsys.readouterr()
+    assert vqvae_main(["decode", str(tmp_path / "none.npz"), "--checkpoint", str(tmp_path / "vqvae_nan"),
+                       "--out", str(tmp_path / "x.wav")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "NaN or infinite" in err and not (tmp_path / "x.wav").exists()

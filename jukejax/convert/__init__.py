@@ -204,11 +204,25 @@ def _source_dtypes(tensors: Mapping[str, LazyTensor]) -> Dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _finite(key: str, tensor: LazyTensor, source: str) -> LazyTensor:
+    """`tensor`, refused with a ConversionError naming it when a read finds a NaN or infinite value."""
+    def check(value: np.ndarray) -> None:
+        if value.dtype.kind == "f" or value.dtype == ml_dtypes.bfloat16:
+            finite = np.isfinite(value)
+            if not finite.all():
+                raise ConversionError(f"{source}: tensor {key} {tuple(value.shape)} holds "
+                                      f"{value.size - int(np.count_nonzero(finite))} NaN or infinite value(s); "
+                                      f"such weights would sample silence, so nothing is converted")
+    return tensor.checked(check) if isinstance(tensor, LazyTensor) else tensor
+
+
 def convert_component(component: Component, dtype: str = "float32") -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(Orbax state, manifest entry) of one component. Raises ConversionError on any mismatch."""
+    """(Orbax state, manifest entry) of one component. Raises ConversionError on any mismatch or on a tensor
+    with a NaN or infinite value."""
     from jukejax.config import ConfigError, VQVAEConfig, build
 
-    c = component
+    c = dataclasses.replace(component, tensors={k: _finite(k, v, component.source)
+                                                 for k, v in component.tensors.items()})
     try:
         if c.name == VQVAE:
             from jukejax.vqvae.model import count_params

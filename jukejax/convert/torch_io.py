@@ -104,6 +104,14 @@ class LazyTensor:
     def __array__(self, dtype: Any = None, copy: Optional[bool] = None) -> np.ndarray:
         return self.numpy(dtype)
 
+    def checked(self, check: Callable[[np.ndarray], None]) -> "LazyTensor":
+        """The same tensor, with `check` run on the stored values at every read (before any cast)."""
+        def read() -> np.ndarray:
+            value = self._read()
+            check(value)
+            return value
+        return LazyTensor(self.source, self.dtype, self.shape, read)
+
     def __repr__(self) -> str:
         return f"LazyTensor({self.dtype.name}{list(self.shape)} from {self.source})"
 
