@@ -24,8 +24,7 @@ def _known(table: str) -> str:
 
 config_flags.DEFINE_config_file("config", _DEFAULTS, "sampling defaults (a configs/*.py file)")
 flags.DEFINE_string("workdir", None, "where level_{l}/ outputs go (created; must be writable)")
-from jukejax.cli import (absl_main, define_distributed_flags, initialize_distributed_from_flags,  # noqa: E402
-                         run_absl)
+from jukejax.cli import absl_entry_point, define_distributed_flags, initialize_distributed_from_flags  # noqa: E402
 from jukejax.sample import settings as settings_lib  # noqa: E402
 
 settings_lib.define_flags()  # one flag per setting of jukejax.sample.settings.SampleSettings
@@ -40,17 +39,13 @@ def config_with_flags(config):
     return settings_lib.config_with_flags(config)
 
 
-def _main() -> int:
+def _main():
     from absl import logging as absl_logging
     from jukejax.sample import run as run_lib
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
     config = config_with_flags(FLAGS.config)
     initialize_distributed_from_flags()
     run_lib.run(config, FLAGS.workdir)
-    return 0
 
 
-main = absl_main(_main)
-
-if __name__ == "__main__":
-    run_absl(main, logging.WARNING)
+main = absl_entry_point(_main, __name__, logging.WARNING)

@@ -13,14 +13,13 @@ config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_conf
 flags.DEFINE_string("workdir", None, "where checkpoints and TensorBoard logs go (resumed if present)")
 flags.DEFINE_bool("describe", False, "print the model's shapes and parameter counts, then exit")
 flags.DEFINE_bool("json", False, "with --describe: print one JSON object")
-from jukejax.cli import (absl_main, define_distributed_flags, initialize_distributed_from_flags,  # noqa: E402
-                         run_absl)
+from jukejax.cli import absl_entry_point, define_distributed_flags, initialize_distributed_from_flags  # noqa: E402
 
 define_distributed_flags()
 FLAGS = flags.FLAGS
 
 
-def _main() -> int:
+def _main():
     from jukejax.config import ConfigError
     from jukejax.train import run as run_lib
     config = FLAGS.config
@@ -34,10 +33,6 @@ def _main() -> int:
         raise ConfigError("--workdir is required for training")
     initialize_distributed_from_flags()
     run_lib.train(config, FLAGS.workdir)
-    return 0
 
 
-main = absl_main(_main)
-
-if __name__ == "__main__":
-    run_absl(main, logging.INFO)
+main = absl_entry_point(_main, __name__, logging.INFO)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from absl import app, flags
 
@@ -46,18 +46,18 @@ def run_reporting_user_errors(body: Callable[[], int], traceback: bool = False) 
         return print_error(e)
 
 
-def absl_main(body: Callable[[], int]) -> Callable[[List[str]], int]:
-    """The `main(argv)` of an absl entry point whose work is `body()`, errors reported as above."""
+def absl_entry_point(body: Callable[[], Optional[int]], module_name: str, log_level: int
+                     ) -> Callable[[List[str]], int]:
+    """The `main(argv)` of an absl entry point whose work is `body()` (its exit status; None is 0), errors
+    reported as above. Run as a script (`module_name == "__main__"`), it starts too: log format and level,
+    flags parsed by `parse_flags_or_exit`, the exit status."""
     def main(argv: List[str]) -> int:
         del argv
-        return run_reporting_user_errors(body, traceback=flags.FLAGS.traceback)
+        return run_reporting_user_errors(lambda: body() or 0, traceback=flags.FLAGS.traceback)
+    if module_name == "__main__":
+        logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags_or_exit)
     return main
-
-
-def run_absl(main: Callable[[List[str]], int], log_level: int) -> None:
-    """Start an absl entry point: log format and level, flags parsed by `parse_flags_or_exit`, exit status."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags_or_exit)
 
 
 def _unknown_config_field(error: BaseException) -> bool:

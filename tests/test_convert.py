@@ -533,6 +533,52 @@ def test_vqvae_cli_encodes_with_the_converted_checkpoint(tiny, tmp_path):
     assert [codes[f"level_{lv}"].shape for lv in range(3)] == [(1, 512), (1, 256), (1, 128)]
 
 
+def test_vqvae_cli_bad_codes_bad_outputs_and_a_full_disk(tiny, tmp_path, capsys, monkeypatch):
+    """`python -m jukejax.vqvae` on a bad day: every bad codes file, level or output is one line naming it and
+    writes nothing; a disk that fills while writing leaves no partial file."""
+    import errno
+
+    from jukejax import errors
+    from jukejax.vqvae.__main__ import main as vqvae_main
+    vq = str(tiny.outs["openai"] / "vqvae")
+    good = np.random.default_rng(0).integers(0, 32, (1, 64))
+    cases = {"float.npz": (dict(level_0=good.astype(np.float32)), "dtype float32; codes are integers"),
+             "nan.npz": (dict(level_0=np.full((1, 8), np.nan)), "dtype float64"),
+             "negative.npz": (dict(level_0=good - 40), "outside the codebook [0, 32) (values span [-40"),
+             "big.npz": (dict(level_0=good + 9999), "outside the codebook [0, 32)"),
+             "rank3.npz": (dict(level_0=good[None]), "shape (1, 1, 64); expected 2 dimensions"),
+             "empty.npz": (dict(level_0=np.zeros((1, 0), np.int32)), "at least one token"),
+             "other.npz": (dict(level_1=good), "has no level_0; it holds level_1"),
+             "pickled.npz": (dict(level_0=np.empty(2, dtype=object)), "Object arrays cannot be loaded")}
+    for name, (arrays, words) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(1).bytes(300))
+    cases["random.npz"] = (None, "not an npz file")
+
+    def error(args):
+        capsys.readouterr()
+        assert vqvae_main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+    for name, (_, words) in cases.items():
+        err = error(["decode", str(tmp_path / name), "--checkpoint", vq, "--out", str(tmp_path / "x.wav")])
+        assert f"{tmp_path / name}" in err and words in err, err
+    np.savez(tmp_path / "codes.npz", level_0=good)
+    assert "--level 7: the VQ-VAE has levels 0..2" in error(
+        ["decode", str(tmp_path / "codes.npz"), "--checkpoint", vq, "--level", "7", "--out", str(tmp_path / "x.wav")])
+    assert "cannot write extension '.mp3'" in error(
+        ["decode", str(tmp_path / "codes.npz"), "--checkpoint", vq, "--out", str(tmp_path / "x.mp3")])
+    assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob(".x.*"))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(errors.os, "fsync", full)
+    assert "No space left on device" in error(
+        ["decode", str(tmp_path / "codes.npz"), "--checkpoint", vq, "--out", str(tmp_path / "x.wav")])
+    assert not list(tmp_path.glob("*x.wav*"))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # dtype, level detection, torch not needed
 
@@ -788,3 +834,41 @@ def test_non_finite_weights_are_refused_at_conversion_and_at_loading(tiny, tmp_p
                        "--out", str(tmp_path / "x.wav")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NaN or infinite" in err and not (tmp_path / "x.wav").exists()
+
+
+def test_alignment_and_attention_of_an_hf_config_are_checked_against_the_original(tmp_path):
+    """transformers' JukeboxPriorConfig defaults describe the 1b_lyrics top prior but say alignment layer 68,
+    head 2 (the 5b_lyrics values): layer 68 of attn_order 12 is a previous-row layer, so nothing would align.
+    A prior with a released model's shapes takes the original's attention values, each change noted."""
+    from jukejax.config import ConfigError
+    from jukejax.convert import RELEASED_PRIORS, released_config
+    released = {name: released_config(name).prior for name in RELEASED_PRIORS}
+    path = tmp_path / "config.json"
+    top = {"mask": True, "blocks": 32, "lyric_vocab_size": 79}                # HF defaults otherwise
+    path.write_text(json.dumps({"model_type": "jukebox", "max_nb_genres": 1, "prior_config_list": [
+        top, hf_upsampler([3, 2, 2], True), hf_upsampler([3, 2, 2], None)]}))
+    hf = hf_config.read_hf_config(path)
+    fields, notes = hf_config.prior_section(hf, 0, hf_config.vqvae_section(hf))
+    assert "alignment_layer" not in fields
+    assert notes[-1] == ("prior_config_list[0].alignment_layer 68, alignment_head 2 is not a lyric-attending layer "
+                         "and head of this prior (cross/prime-attention layers [15, 31, 63], 2 heads); lyric "
+                         "alignment is left unset")
+    changes = hf_config.released_attention(fields, released, "prior_config_list[0]")
+    assert (fields["alignment_layer"], fields["alignment_head"], fields["blocks"]) == (63, 0, 64)
+    assert changes == [
+        "prior_config_list[0]: the weights are the released prior_1b_lyrics's, so blocks is the original's 64, not "
+        "the config's 32",
+        "prior_config_list[0]: the weights are the released prior_1b_lyrics's, so alignment_layer is the "
+        "original's 63, not the config's None",
+        "prior_config_list[0]: the weights are the released prior_1b_lyrics's, so alignment_head is the "
+        "original's 0, not the config's None"]
+    # A prior of other shapes keeps its own values; a jukejax config naming a non-lyric layer is refused.
+    small = dict(fields, prior_width=64, blocks=32, alignment_layer=15)
+    assert hf_config.released_attention(small, released, "p") == [] and small["blocks"] == 32
+    config = released_config("prior_1b_lyrics")
+    config.prior.update(alignment_layer=68, alignment_head=2)
+    with pytest.raises(ConfigError, match=r"alignment_layer 68 is a prev_block_attn layer; .*\[15, 31, 63\]"):
+        prior_config(config)
+    config.prior.update(alignment_layer=63, alignment_head=2)
+    with pytest.raises(ConfigError, match=r"alignment_head 2 must lie in \[0, heads=2\)"):
+        prior_config(config)

@@ -74,6 +74,7 @@ RELEASED_MODELS = {
     "5b_lyrics": ("vqvae", "upsampler_level_0", "upsampler_level_1", "prior_5b_lyrics"),
     "1b_lyrics": ("vqvae", "upsampler_level_0", "upsampler_level_1", "prior_1b_lyrics"),
 }
+RELEASED_PRIORS = sorted({name for names in RELEASED_MODELS.values() for name in names[1:]})
 HF_TOKENIZER_FILES = ("artists.json", "genres.json", "lyrics.json")
 _LIST_LIMIT = 40
 
@@ -511,7 +512,9 @@ def convert_hf(source: str, out: str, dtype: str = "float32", artist_ids: Sequen
         _repo_configs()
         from configs import vqvae as vqvae_configs
         from configs._prior_defaults import prior_defaults
-        vq_cfg, prior_cfgs, notes = hf_config_lib.jukejax_configs(hf, vqvae_configs.get_config(), prior_defaults)
+        released = {name: released_config(name).prior for name in RELEASED_PRIORS}
+        vq_cfg, prior_cfgs, notes = hf_config_lib.jukejax_configs(hf, vqvae_configs.get_config(), prior_defaults,
+                                                                  released)
     except hf_config_lib.HFConfigError as e:
         raise ConversionError(f"{config_path}: {e}") from None
     levels = int(vq_cfg.vqvae.levels)

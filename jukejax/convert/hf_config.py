@@ -58,6 +58,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 import ml_collections
 
 from jukejax.errors import UserError
+from jukejax.prior.attention import lyric_attention_layers
 
 # transformers 4.57.6 JukeboxVQVAEConfig / JukeboxPriorConfig / JukeboxConfig defaults.
 HF_VQVAE_DEFAULTS: Dict[str, Any] = dict(
@@ -206,11 +207,14 @@ def prior_section(hf: Mapping[str, Any], index: int, vq: Mapping[str, Any]) -> T
                    prime_m_mlp=float(enc["mlp_multiplier"]), prime_zero_out=bool(enc["zero_out"]),
                    prime_res_scale=bool(enc["attn_res_scale"]))
     if lyrics and p["alignment_layer"] is not None:
-        if 0 <= int(p["alignment_layer"]) < out["prior_depth"]:
-            out.update(alignment_layer=int(p["alignment_layer"]), alignment_head=int(p["alignment_head"]))
+        layer, head = int(p["alignment_layer"]), int(p["alignment_head"])
+        lyric_layers = lyric_attention_layers(out["attn_order"], out["prior_depth"])
+        if layer in lyric_layers and 0 <= head < out["heads"]:
+            out.update(alignment_layer=layer, alignment_head=head)
         else:
-            notes.append(f"{where}.alignment_layer {p['alignment_layer']} is outside the {out['prior_depth']}-layer "
-                         f"stack; lyric alignment is left unset")
+            notes.append(f"{where}.alignment_layer {layer}, alignment_head {head} is not a lyric-attending layer "
+                         f"and head of this prior (cross/prime-attention layers {list(lyric_layers)}, "
+                         f"{out['heads']} heads); lyric alignment is left unset")
     if level < levels - 1:
         # HF's conditioner upsamples with res_downs_t/res_strides_t[index]; the original uses the VQ-VAE's
         # schedule of the level above. They agree for the released (3, 2, 2), not in general.
@@ -229,9 +233,44 @@ def prior_section(hf: Mapping[str, Any], index: int, vq: Mapping[str, Any]) -> T
     return out, notes
 
 
-def jukejax_configs(hf: Mapping[str, Any], vqvae_base: ml_collections.ConfigDict, prior_base
+# What identifies a released prior (its weights' shapes) and what shapes its attention without changing any
+# weight's shape, so that only a config can get it wrong (a 1b_lyrics config.json on the Hub says alignment
+# layer 68, head 2: the 5b_lyrics values; layer 68 of the 1b prior does not attend to the lyrics).
+RELEASED_IDENTITY = ("level", "prior_width", "prior_depth", "n_tokens", "single_enc_dec", "prime_width",
+                     "prime_depth")
+RELEASED_ATTENTION = ("n_ctx", "heads", "attn_order", "blocks", "spread", "alignment_layer", "alignment_head",
+                      "prime_heads", "prime_attn_order", "prime_blocks")
+
+
+def released_attention(fields: Dict[str, Any], released: Mapping[str, Mapping[str, Any]], where: str
+                       ) -> List[str]:
+    """If `fields` (a mapped `prior` section) has the shapes of a released prior (`released`: name -> its
+    `prior` section), set every attention-shaping value that differs to the original's; returns a note per change."""
+    def value(section: Mapping[str, Any], name: str) -> Any:
+        v = section.get(name)
+        return tuple(v) if isinstance(v, list) else v
+    for name, orig in released.items():
+        if all(value(fields, f) == value(orig, f) for f in RELEASED_IDENTITY if f in fields):
+            break
+    else:
+        return []
+    notes = []
+    for f in RELEASED_ATTENTION:
+        if f in fields or (f.startswith("alignment") and orig.get(f) is not None):
+            if value(fields, f) != value(orig, f):
+                notes.append(f"{where}: the weights are the released {name}'s, so {f} is the original's "
+                             f"{value(orig, f)!r}, not the config's {value(fields, f)!r}")
+                fields[f] = value(orig, f)
+    return notes
+
+
+def jukejax_configs(hf: Mapping[str, Any], vqvae_base: ml_collections.ConfigDict, prior_base,
+                    released: Mapping[str, Mapping[str, Any]] = ()
                     ) -> Tuple[ml_collections.ConfigDict, Dict[int, ml_collections.ConfigDict], List[str]]:
     """(VQ-VAE config, {level: prior config}, notes) as full jukejax ConfigDicts.
+
+    `released` (name -> `prior` section of each released prior) lets a prior with a released model's shapes
+    take the original's attention-shaping values (`released_attention`), each change noted.
 
     `vqvae_base` is configs/vqvae.py's config and `prior_base(level)` configs/_prior_defaults.py's
     `prior_defaults`: fields HF does not know (losses, optimiser, data) keep the defaults there.
@@ -247,7 +286,7 @@ def jukejax_configs(hf: Mapping[str, Any], vqvae_base: ml_collections.ConfigDict
     priors = {}
     for index in range(len(hf["priors"])):
         fields, prior_notes = prior_section(hf, index, vq_fields)
-        notes += prior_notes
+        notes += prior_notes + released_attention(fields, released or {}, f"prior_config_list[{index}]")
         cfg = prior_base(fields["level"])
         cfg.vqvae = copy.deepcopy(vqvae_cfg.vqvae)
         cfg.prior.update(fields)

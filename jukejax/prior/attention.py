@@ -25,7 +25,7 @@ layouts, and the q/k/v projections live in `transformer.FactoredAttention.qkv`.
 from __future__ import annotations
 
 import functools
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +74,12 @@ def attention_pattern(attn_order: int, depth: int) -> List[int]:
     if fn is None:
         raise ValueError(f"attn_order {attn_order!r} is not one of the original's orders 0-12")
     return [fn(d) for d in range(depth)]
+
+
+def lyric_attention_layers(attn_order: int, depth: int) -> Tuple[int, ...]:
+    """The layers that attend to the lyrics: cross-attention (type 6, to a separate lyric encoder) and prime
+    attention (type 7, within one encoder-decoder sequence). Only these can align lyrics with music."""
+    return tuple(i for i, f in enumerate(attention_pattern(attn_order, depth)) if f in (CROSS, PRIME))
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jukejax.config import ConfigError, VQVAEConfig, build
+from jukejax.prior.attention import ATTN_NAMES, attention_pattern, lyric_attention_layers
 from jukejax.prior.autoregressive import ConditionalAutoregressive, bits_per_token, get_sep_loss
 from jukejax.prior.conditioners import (Conditioner, LabelConditioner, LabelConditionerConfig,
                                         UpsamplerConditionerConfig)
@@ -181,11 +182,26 @@ def prior_config(config) -> PriorConfig:
                 m_attn=hps.prime_m_attn, m_mlp=hps.prime_m_mlp, init_scale=hps.prime_init_scale,
                 zero_out=hps.prime_zero_out, res_scale=hps.prime_res_scale, remat=hps.prime_c_res > 0,
                 dtype=hps.dtype, only_encode=True)
-    if hps.alignment_layer is not None and not 0 <= hps.alignment_layer < hps.prior_depth:
-        raise ConfigError(f"prior.alignment_layer {hps.alignment_layer} must lie in [0, prior_depth="
-                          f"{hps.prior_depth})")
+    check_alignment(hps)
     return PriorConfig(hps=hps, vqvae=vq, transformer=transformer, labels=labels, upsampler=upsampler,
                        lyric_encoder=lyric_encoder)
+
+
+def check_alignment(hps: "PriorHParams") -> None:
+    """`alignment_layer` / `alignment_head` name a lyric-attending layer and one of its heads (the original's
+    `align.py` reads that head's attention probabilities; any other layer would align nothing)."""
+    if hps.alignment_layer is None:
+        return
+    layer, head = hps.alignment_layer, hps.alignment_head
+    if not 0 <= layer < hps.prior_depth:
+        raise ConfigError(f"prior.alignment_layer {layer} must lie in [0, prior_depth={hps.prior_depth})")
+    lyric_layers = lyric_attention_layers(hps.attn_order, hps.prior_depth)
+    if layer not in lyric_layers:
+        kind = ATTN_NAMES[attention_pattern(hps.attn_order, hps.prior_depth)[layer]]
+        raise ConfigError(f"prior.alignment_layer {layer} is a {kind} layer; lyric alignment needs a cross- or "
+                          f"prime-attention layer of attn_order {hps.attn_order}: {list(lyric_layers) or 'none'}")
+    if head is None or not 0 <= head < hps.heads:
+        raise ConfigError(f"prior.alignment_head {head} must lie in [0, heads={hps.heads})")
 
 
 class Prior(nn.Module):
