@@ -34,6 +34,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
+from jukejax.cli import add_traceback_argument, run_reporting_user_errors
 from jukejax.errors import UserError, atomic_write_text
 
 IDS_DIR = "ids"
@@ -313,25 +314,21 @@ def _parser() -> argparse.ArgumentParser:
                                                          "become OUT/ids/; needed when a trained prior has labels")
     parser.add_argument("--out", required=True, help="the model folder to write (must not exist)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_traceback_argument(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    from jukejax.checkpoint import CheckpointError
-    from jukejax.config import ConfigError
-    from jukejax.data.builder import DatasetError
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax logs every save and restore, and warns of the
     # training runs' iterator state that a model folder does not keep
-    try:
+
+    def run() -> int:
         priors = [("prior", args.prior)] + [("upsampler", u) for u in args.upsampler]
-        manifest = bundle(args.vqvae, priors, args.out, args.data_dir, args.overwrite)
-    except (UserError, CheckpointError, ConfigError, DatasetError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    print(json.dumps(manifest, indent=2))
-    return 0
+        print(json.dumps(bundle(args.vqvae, priors, args.out, args.data_dir, args.overwrite), indent=2))
+        return 0
+    return run_reporting_user_errors(run, traceback=args.traceback)
 
 
 if __name__ == "__main__":

@@ -872,3 +872,34 @@ def test_alignment_and_attention_of_an_hf_config_are_checked_against_the_origina
     config.prior.update(alignment_layer=63, alignment_head=2)
     with pytest.raises(ConfigError, match=r"alignment_head 2 must lie in \[0, heads=2\)"):
         prior_config(config)
+
+
+def test_a_killed_conversion_leaves_no_output_and_the_next_run_cleans_up(tiny, tmp_path, capsys, monkeypatch):
+    """kill -9 mid-conversion: DIR does not exist (the run writes DIR.partial-<pid>); the next run removes the
+    dead run's partial folder and converts. A disk that fills while writing: one line, nothing left."""
+    import errno
+    import signal
+    import subprocess
+    import time
+
+    from jukejax import errors
+    out = tmp_path / "out"
+    args = [str(a) for a in tiny.openai_args(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "jukejax.convert", *args], cwd=str(pathlib.Path(__file__).parents[1]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / f"out.partial-{proc.pid}"
+    deadline = time.time() + 300
+    while not (partial / "vqvae").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert partial.exists() and not out.exists()
+    assert cli(args) == 0
+    assert not partial.exists() and (out / "manifest.json").is_file()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(errors.os, "fsync", full)
+    err = cli_error(tiny.openai_args(tmp_path / "out2"), capsys)
+    assert "No space left on device" in err
+    assert not list(tmp_path.glob("out2*"))

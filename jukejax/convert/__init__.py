@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import importlib
 import importlib.util
 import json
@@ -299,15 +300,18 @@ def write_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, stat
 
 
 class _Output:
-    """Writes into DIR.partial-<pid> and renames it to DIR at the end, so a failed run leaves no half DIR."""
+    """Writes into DIR.partial-<pid> and renames it to DIR at the end, so a failed run leaves no half DIR. The
+    partial folders of killed runs (their pid no longer runs) are removed when the next run starts."""
 
     def __init__(self, out: str):
         self.final = pathlib.Path(out).absolute()
         if self.final.exists() and (not self.final.is_dir() or any(self.final.iterdir())):
             raise ConversionError(f"{self.final}: already exists and is not empty; choose a new --out")
+        for stale in self.final.parent.glob(f"{glob.escape(self.final.name)}.partial-*"):
+            pid = stale.name.rsplit("-", 1)[1]
+            if pid.isdigit() and (int(pid) == os.getpid() or not _running(int(pid))):
+                shutil.rmtree(stale, ignore_errors=True)
         self.tmp = self.final.with_name(f"{self.final.name}.partial-{os.getpid()}")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
 
     def finish(self) -> pathlib.Path:
@@ -318,6 +322,16 @@ class _Output:
 
     def abandon(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # another user's process
+        return True
+    return True
 
 
 def _copy_ids(output: _Output, paths: Sequence[str]) -> List[str]:
