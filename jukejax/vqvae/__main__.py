@@ -15,6 +15,8 @@ import argparse
 import io
 import pathlib
 import sys
+import zipfile
+import zlib
 from typing import Optional, Sequence
 
 import numpy as np
@@ -78,7 +80,10 @@ def read_level_codes(codes_path: str, level: int, levels: int, l_bins: int) -> n
     with open_npz(codes_path) as codes:
         if key not in codes.files:
             raise CodesFileError(f"{codes_path}: has no {key}; it holds {', '.join(sorted(codes.files))}")
-        z = codes[key]
+        try:
+            z = codes[key]
+        except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:   # e.g. a pickled object array
+            raise CodesFileError(f"{codes_path}: {key} cannot be read ({type(e).__name__}: {e})") from None
     if z.ndim == 1:
         z = z[None]
     if z.ndim == 2 and z.size == 0:
