@@ -4,6 +4,7 @@ short songs), on synthetic songs with a fake deterministic encoder and a tiny ra
 import dataclasses
 import json
 import pathlib
+import re
 import sys
 
 import jax
@@ -208,19 +209,52 @@ def test_subset_of_levels_splits_and_existing_dataset(audio_data, codes, tmp_pat
         encode_dataset(data_dir, tmp_path / "x", fake_encode, hop_lengths=HOPS, levels=[3])
     with pytest.raises(DatasetError, match=r"split\(s\) \['valid'\] not in"):
         encode_dataset(data_dir, tmp_path / "x", fake_encode, hop_lengths=HOPS, splits=["valid"])
+    with pytest.raises(ConfigError, match=f"the dataset .* is at {SR} Hz but the VQ-VAE encodes vqvae.sr 22050 Hz; "
+                                          "rebuild the dataset with --sr 22050"):
+        encode_dataset(data_dir, tmp_path / "z", fake_encode, hop_lengths=HOPS, sample_rate=22050)
     with pytest.raises(DatasetError, match="outside code_dtype int16"):
         encode_dataset(data_dir, tmp_path / "y", lambda x: [z * 100 for z in fake_encode(x)], hop_lengths=HOPS)
 
 
-def test_failed_encoding_leaves_no_dataset(audio_data, tmp_path):
+def test_a_killed_encoding_leaves_no_dataset_and_resumes_from_finished_shards(audio_data, codes, tmp_path):
     data_dir, _ = audio_data
+    kw = dict(hop_lengths=HOPS, chunk_seconds=0.1, context_seconds=0.02, chunk_batch=2, songs_per_shard=1,
+              encoder_info={"name": "fake"})
+    crashing = Recorder(fake_encode, fail_after=12)
     with pytest.raises(RuntimeError, match="encoder crashed"):
-        encode_dataset(data_dir, tmp_path, Recorder(fake_encode, fail_after=3), hop_lengths=HOPS,
-                       chunk_seconds=0.1)
-    assert list(tmp_path.iterdir()) == []
+        encode_dataset(data_dir, tmp_path, crashing, **kw)
+    assert [p.name for p in tmp_path.iterdir()] == [".jukejax_codes.incomplete"]  # nothing looks complete
+    done = tmp_path / ".jukejax_codes.incomplete" / ".done"
+    finished = [json.loads(p.read_text())["rows"] for p in done.iterdir()]
+    assert 0 < len(finished) < 5
+    # Encoder calls those songs took: 768-sample chunks, two per call.
+    finished_calls = sum(-(-max(1, -(-row[1] // 768)) // 2) for rows in finished for row in rows)
+    with pytest.raises(DatasetError, match="no jukejax_codes dataset"):
+        load_codes_source(tmp_path, "train")
+    resumed = Recorder(fake_encode)
+    summary = encode_dataset(data_dir, tmp_path, resumed, **kw)
+    full = Recorder(fake_encode)
+    encode_dataset(data_dir, tmp_path / "again", full, **kw)
+    assert len(resumed.shapes) == len(full.shapes) - finished_calls   # the finished shards were not redone
+    assert [p.name for p in tmp_path.iterdir() if p.name != "again"] == ["jukejax_codes"]
+    ref = codes[0]
+    for split in ("train", "test"):
+        a, b = load_codes_source(tmp_path, split), load_codes_source(ref, split)
+        assert [_as_lists(a[i]) for i in range(len(a))] == [_as_lists(b[i]) for i in range(len(b))]
+    assert summary["songs"] == codes[1]["songs"] and summary["tokens"] == codes[1]["tokens"]
+    # Another encoder (or levels, chunking) does not reuse shards of the killed run: it starts over.
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        encode_dataset(data_dir, tmp_path / "x", Recorder(fake_encode, fail_after=12), **kw)
+    other = Recorder(fake_encode)
+    encode_dataset(data_dir, tmp_path / "x", other, **{**kw, "encoder_info": {"name": "another"}})
+    assert len(other.shapes) == len(full.shapes)
 
 
-def _tiny_vqvae(sr=SR):
+def _as_lists(record):
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in record.items()}
+
+
+def _tiny_vqvae(sr=SR, devices=None):
     from configs import tiny_vqvae
     from jukejax.vqvae.model import VQVAE, abstract_variables
 
@@ -238,7 +272,7 @@ def _tiny_vqvae(sr=SR):
         return (rng.standard_normal(a.shape) / np.sqrt(fan_in)).astype(a.dtype)
 
     variables = jax.tree_util.tree_map_with_path(fill, nn.meta.unbox(abstract_variables(vq)))
-    return data_cli.VQVAEEncodeFn(model, variables, vq, {"name": "tiny random"})
+    return data_cli.VQVAEEncodeFn(model, variables, vq, {"name": "tiny random"}, devices=devices)
 
 
 def test_tiny_vqvae_encodes_the_dataset(audio_data, codes, tmp_path):
@@ -421,9 +455,9 @@ def test_cli_encodes_with_a_vqvae(audio_data, tmp_path, monkeypatch, capsys):
     data_dir, _ = audio_data
     loaded = []
 
-    def fake_loader(workdir, step=None):
+    def fake_loader(workdir, step=None, devices=None):
         loaded.append((workdir, step))
-        return _tiny_vqvae(sr=int(workdir.rsplit("_", 1)[1]))
+        return _tiny_vqvae(sr=int(workdir.rsplit("_", 1)[1]), devices=devices)
 
     monkeypatch.setattr(data_cli, "make_vqvae_encode_fn", fake_loader)
     out = tmp_path / "codes"
@@ -461,3 +495,71 @@ def test_make_vqvae_encode_fn_loads_a_training_workdir(tmp_path):
     x = np.asarray(_song(256, 3, 1), np.float32)[None] / 32768.0
     for a, b in zip(encode_fn(x), reference(x)):
         np.testing.assert_array_equal(a, b)
+
+
+def _save_vqvae_workdir(workdir):
+    """A training workdir (config + Orbax checkpoint) holding the tiny random VQ-VAE of `_tiny_vqvae`."""
+    import orbax.checkpoint as ocp
+    from configs import tiny_vqvae
+    from jukejax.checkpoint import write_config
+
+    variables = dict(_tiny_vqvae()._variables)
+    state = {"step": np.int32(1), "params": variables["params"], "ema_params": variables["params"],
+             "extra": {"codebook": variables["codebook"]}}
+    write_config(str(workdir), tiny_vqvae.get_config())
+    with ocp.CheckpointManager((pathlib.Path(workdir) / "checkpoints").absolute()) as manager:
+        manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+        manager.wait_until_finished()
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # three JAX processes start and compile the encoder: ~1 min on 2 loaded cores
+def test_two_processes_encode_the_codes_one_process_encodes(audio_data, tmp_path):
+    """`python -m jukejax.data encode` on 2 processes x 2 devices (each encodes its shards on its own
+    devices, process 0 publishes) writes the records one process with one device writes."""
+    import os
+    import subprocess
+
+    data_dir, _ = audio_data
+    _save_vqvae_workdir(tmp_path / "vqvae")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "jukejax.data", "encode", f"--data_dir={data_dir}",
+           f"--vqvae_checkpoint={tmp_path / 'vqvae'}", "--chunk_seconds=0.1", "--context_seconds=0.02",
+           "--songs_per_shard=1"]
+
+    def env(devices):
+        return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                    JAX_CPU_GET_LOCAL_TOPOLOGY_TIMEOUT_MINUTES="10", JAX_CPU_GET_GLOBAL_TOPOLOGY_TIMEOUT_MINUTES="10")
+
+    port = _free_port()
+    procs = [subprocess.Popen(cmd + [f"--out_dir={tmp_path / 'two'}", "--chunk_batch=1",
+                                     f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                                     f"--process_id={i}"], cwd=root, env=env(2), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs.append(subprocess.Popen(cmd + [f"--out_dir={tmp_path / 'one'}", "--chunk_batch=2"], cwd=root,
+                                  env=env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:   # never leave a process behind
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+    # Each of the 2 processes encoded its own shards (5 songs, one per shard: 3 and 2).
+    for i, n in ((0, 3), (1, 2)):
+        assert len(re.findall(r"jukejax_codes-\w+\.array_record-\d+-of-\d+: 1 song", outs[i])) == n, outs[i][-2000:]
+    for split in ("train", "test"):
+        a, b = load_codes_source(tmp_path / "two", split), load_codes_source(tmp_path / "one", split)
+        assert len(a) == len(b) > 0
+        assert [_as_lists(a[i]) for i in range(len(a))] == [_as_lists(b[i]) for i in range(len(b))]
+        assert {k: v.tolist() for k, v in a.songs.items()} == {k: v.tolist() for k, v in b.songs.items()}
+    assert len(np.unique(load_codes_source(tmp_path / "one", "train")[0]["codes_0"])) > 1   # not a constant
+    assert not list((tmp_path / "two").glob(".*"))  # the work folder is gone

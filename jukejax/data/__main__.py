@@ -1,7 +1,8 @@
 """Command line for datasets: `python -m jukejax.data build --audio_dir DIR --data_dir OUT [--sr 44100 ...]`,
 `python -m jukejax.data info --data_dir OUT`, and
 `python -m jukejax.data encode --data_dir OUT --vqvae_checkpoint WORKDIR --out_dir CODES [--chunk_seconds 60 ...]`
-(pre-encode every song into a `jukejax_codes` dataset for prior training; see jukejax/data/codes.py)."""
+(pre-encode every song into a `jukejax_codes` dataset for prior training, on one process or on every
+process of a pod with --distributed; see jukejax/data/codes/)."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,7 @@ import numpy as np
 
 from jukejax.cli import add_traceback_argument, run_reporting_user_errors
 from jukejax.config import ConfigError
+from jukejax.data.codes import SONGS_PER_SHARD, encode_dataset
 from jukejax.data.builder import (BuildConfig, DatasetError, DatasetExistsError, build_dataset, load_summary,
                                   parse_beam_options)
 
@@ -77,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="chunks per encoder call (per device: the batch is split over this process's "
                              "devices)")
     encode.add_argument("--overwrite", action="store_true", help="replace an existing codes dataset")
+    encode.add_argument("--songs_per_shard", type=int, default=SONGS_PER_SHARD,
+                        help="songs per output shard: the unit of work of a process and of resuming")
+    multi = encode.add_argument_group(
+        "multi-process", "every process runs the same command (with its own --process_id, or --distributed), "
+        "encodes its share of the shards on its own devices, and process 0 publishes the dataset")
+    multi.add_argument("--distributed", action="store_true",
+                       help="join the other processes using the cluster's environment (TPU pod, SLURM)")
+    multi.add_argument("--coordinator_address", default=None, help="host:port of process 0")
+    multi.add_argument("--num_processes", type=int, default=None, help="how many processes take part")
+    multi.add_argument("--process_id", type=int, default=None, help="this process's index")
     for command in (build, info, encode):
         add_traceback_argument(command)
     return parser
@@ -84,22 +96,36 @@ def _parser() -> argparse.ArgumentParser:
 
 class VQVAEEncodeFn:
     """`encode_fn` of `jukejax.data.codes.encode_dataset` from a VQ-VAE: float32 audio (N, T, 1) -> codes
-    (N, T // hop_l) int32 for every level, one jitted `VQVAE.encode`. `config` is its VQVAEConfig."""
+    (N, T // hop_l) int32 for every level, one jitted `VQVAE.encode`. `config` is its VQVAEConfig.
 
-    def __init__(self, model, variables, config, info: Optional[Dict[str, Any]] = None):
+    With several `devices` (this process's own: `jax.local_devices()`), the weights are replicated on them
+    and each call's batch is split across them, so N must be a multiple of their number."""
+
+    def __init__(self, model, variables, config, info: Optional[Dict[str, Any]] = None, devices=None):
         import jax
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         self.config = config
         self.info = dict(info or {})
-        self._variables = jax.device_put(variables)
-        self._encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))
+        self.devices = list(devices) if devices else jax.local_devices()[:1]
+        mesh = Mesh(np.asarray(self.devices), ("batch",))
+        replicated, self._batch = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
+        self._variables = jax.device_put(variables, replicated)
+        self._encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode),
+                               in_shardings=(replicated, self._batch), out_shardings=self._batch)
 
     def __call__(self, x) -> List[np.ndarray]:
-        return [np.asarray(z) for z in self._encode(self._variables, x)]
+        import jax
+
+        x = np.asarray(x, np.float32)
+        if len(x) % len(self.devices):
+            raise ValueError(f"VQVAEEncodeFn: batch {len(x)} is not a multiple of its {len(self.devices)} devices")
+        return [np.asarray(z) for z in self._encode(self._variables, jax.device_put(x, self._batch))]
 
 
-def make_vqvae_encode_fn(vqvae_workdir: str, step: Optional[int] = None) -> VQVAEEncodeFn:
-    """Load a trained VQ-VAE (EMA weights) from its workdir and wrap its encoder as an `encode_fn`.
+def make_vqvae_encode_fn(vqvae_workdir: str, step: Optional[int] = None, devices=None) -> VQVAEEncodeFn:
+    """Load a trained VQ-VAE (EMA weights) from its workdir and wrap its encoder as an `encode_fn` (on
+    `devices`, default one).
 
     The VQ-VAE is imported here, not at module level: data sits below the models (STYLE.md)."""
     import jax
@@ -115,7 +141,7 @@ def make_vqvae_encode_fn(vqvae_workdir: str, step: Optional[int] = None) -> VQVA
     variables = jax.tree.map(np.asarray, variables)
     info = {"vqvae_checkpoint": os.path.abspath(vqvae_workdir), "step": step, "l_bins": vq.l_bins,
             "levels": vq.levels}
-    return VQVAEEncodeFn(VQVAE(vq), variables, vq, info)
+    return VQVAEEncodeFn(VQVAE(vq), variables, vq, info, devices=devices)
 
 
 def _int_list(text: Optional[str], what: str) -> Optional[List[int]]:
@@ -128,25 +154,36 @@ def _int_list(text: Optional[str], what: str) -> Optional[List[int]]:
 
 
 def encode(args) -> Dict[str, Any]:
-    from jukejax.data.codes import encode_dataset
+    from jukejax import parallel
 
     sample_rate = int(load_summary(args.data_dir)["sample_rate"])
-    encode_fn = make_vqvae_encode_fn(args.vqvae_checkpoint, step=args.step)
+    # Before any JAX computation: joining the other processes must come first.
+    parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id,
+                                    args.distributed)
+    import jax
+
+    devices = jax.local_devices()
+    encode_fn = make_vqvae_encode_fn(args.vqvae_checkpoint, step=args.step, devices=devices)
     vq = encode_fn.config
     if vq.sr != sample_rate:
         raise ConfigError(f"the VQ-VAE in {args.vqvae_checkpoint} was trained at vqvae.sr {vq.sr} but the "
                           f"dataset {args.data_dir} is at {sample_rate} Hz; rebuild it with --sr {vq.sr}")
     splits = None if args.splits is None else [s.strip() for s in args.splits.split(",") if s.strip()]
+    if args.chunk_batch <= 0:
+        raise ConfigError(f"--chunk_batch is {args.chunk_batch}; expected a positive integer")
     return encode_dataset(args.data_dir, args.out_dir, encode_fn, hop_lengths=vq.hop_lengths,
                           levels=_int_list(args.levels, "levels"), splits=splits,
                           chunk_seconds=args.chunk_seconds, context_seconds=args.context_seconds,
-                          chunk_batch=args.chunk_batch, code_dtype="int16" if vq.l_bins <= 2**15 else "int32",
-                          encoder_info=encode_fn.info, overwrite=args.overwrite)
+                          chunk_batch=args.chunk_batch * len(devices),
+                          code_dtype="int16" if vq.l_bins <= 2**15 else "int32", encoder_info=encode_fn.info,
+                          overwrite=args.overwrite, sample_rate=vq.sr, songs_per_shard=args.songs_per_shard,
+                          process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # force: absl (imported by JAX and TFDS) puts a WARNING-level handler on the root logger first.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     return run_reporting_user_errors(lambda: _run(args), traceback=args.traceback)
 
 

@@ -1,5 +1,5 @@
-"""A TFDS dataset of fixed-length audio windows cut from a folder of songs
-(the original's `data/files_dataset.py`, as an ArrayRecord TFDS builder without TensorFlow).
+"""A TFDS dataset of fixed-length audio windows cut from a folder of songs (the training data of
+openai/jukebox `data/files_dataset.py`, prepared once instead of read per step).
 
 The original reads songs straight from disk with PyAV at every step. jukejax prepares them once: each song
 is decoded, resampled to `sr`, quantised to int16 and cut into contiguous windows of `window_seconds`

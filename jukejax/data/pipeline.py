@@ -1,5 +1,5 @@
-"""Grain pipeline of random `sample_length` chunks with Jukebox labels
-(the original's `data/files_dataset.py::FilesAudioDataset` and `data/labels.py`).
+"""Grain pipeline of random `sample_length` chunks with Jukebox labels (openai/jukebox
+`data/files_dataset.py` `FilesAudioDataset` and `data/labels.py` `Labeller`).
 
 Sampling follows the original `FilesAudioDataset`: the dataset is the concatenation of all songs cut into
 `total // sample_length` items; item `i` starts at `i * sample_length`, shifted by U[-L/2, L/2) with
