@@ -98,8 +98,9 @@ class VQVAEEncodeFn:
     """`encode_fn` of `jukejax.data.codes.encode_dataset` from a VQ-VAE: float32 audio (N, T, 1) -> codes
     (N, T // hop_l) int32 for every level, one jitted `VQVAE.encode`. `config` is its VQVAEConfig.
 
-    With several `devices` (this process's own: `jax.local_devices()`), the weights are replicated on them
-    and each call's batch is split across them, so N must be a multiple of their number."""
+    With `devices` (this process's own: `jax.local_devices()`), the weights are replicated on them and each
+    call's batch is split across them, so N must be a multiple of their number. Without, a plain `jax.jit`
+    (which also runs inside a caller's mesh context, as prior training's pre-encoding does)."""
 
     def __init__(self, model, variables, config, info: Optional[Dict[str, Any]] = None, devices=None):
         import jax
@@ -107,20 +108,29 @@ class VQVAEEncodeFn:
 
         self.config = config
         self.info = dict(info or {})
-        self.devices = list(devices) if devices else jax.local_devices()[:1]
-        mesh = Mesh(np.asarray(self.devices), ("batch",))
-        replicated, self._batch = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
-        self._variables = jax.device_put(variables, replicated)
-        self._encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode),
-                               in_shardings=(replicated, self._batch), out_shardings=self._batch)
+        self.devices = list(devices or [])
+        apply = lambda v, x: model.apply(v, x, method=model.encode)  # noqa: E731
+        if self.devices:
+            mesh = Mesh(np.asarray(self.devices), ("batch",))
+            replicated = NamedSharding(mesh, PartitionSpec())
+            self._batch = NamedSharding(mesh, PartitionSpec("batch"))
+            self._variables = jax.device_put(variables, replicated)
+            self._encode = jax.jit(apply, in_shardings=(replicated, self._batch), out_shardings=self._batch)
+        else:
+            self._batch = None
+            self._variables = jax.device_put(variables)
+            self._encode = jax.jit(apply)
 
     def __call__(self, x) -> List[np.ndarray]:
         import jax
 
         x = np.asarray(x, np.float32)
-        if len(x) % len(self.devices):
-            raise ValueError(f"VQVAEEncodeFn: batch {len(x)} is not a multiple of its {len(self.devices)} devices")
-        return [np.asarray(z) for z in self._encode(self._variables, jax.device_put(x, self._batch))]
+        if self._batch is not None:
+            if len(x) % len(self.devices):
+                raise ValueError(f"VQVAEEncodeFn: batch {len(x)} is not a multiple of its {len(self.devices)} "
+                                 f"devices")
+            x = jax.device_put(x, self._batch)
+        return [np.asarray(z) for z in self._encode(self._variables, x)]
 
 
 def make_vqvae_encode_fn(vqvae_workdir: str, step: Optional[int] = None, devices=None) -> VQVAEEncodeFn:
