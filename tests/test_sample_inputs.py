@@ -319,3 +319,59 @@ def test_every_documented_flag_parses_and_reaches_the_settings(tmp_path):
                 seen.add(name)
     assert {"checkpoint", "artist", "genre", "temperature", "mode", "codes_file", "keep", "levels",
             "hop_fraction", "audio_file", "prompt_length_in_seconds"} <= seen
+
+
+def test_a_two_level_model_samples_without_per_level_flags(tmp_path):
+    """Defaults come from the model folder: a 2-level model needs no --levels, --hop_fraction, --temperature or
+    --max_batch_size (the top prior advances 1/8 of its context, the upsampler 1/2)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+    from configs import tiny_prior, tiny_upsampler, tiny_vqvae
+    from jukejax.checkpoint import save_variables
+    from jukejax.config import VQVAEConfig, build
+    from jukejax.prior.prior import Prior, prior_config
+    from jukejax.vqvae.model import VQVAE
+
+    vq = tiny_vqvae.get_config()
+    vq.vqvae.update(dict(levels=2, downs_t=(2, 1), strides_t=(2, 2), hvqvae_multipliers=(1, 1)))
+    root = tmp_path / "model"
+    variables = jax.jit(VQVAE(build(VQVAEConfig, vq.vqvae, "vqvae")).init)(
+        {"params": jax.random.key(1)}, jnp.zeros((1, 64, 1)))
+    save_variables(str(root / "vqvae"), vq, nn.unbox(variables))
+    for level, cd in ((1, tiny_prior.get_config()), (0, tiny_upsampler.get_config())):
+        cd.vqvae = vq.vqvae
+        cd.prior.level = level
+        pc = prior_config(cd)
+        z_cond = jnp.zeros((1, pc.cond_length), jnp.int32) if pc.upsampler else None
+        params = jax.jit(Prior(pc).init)(jax.random.key(level), jnp.zeros((1, pc.n_ctx), jnp.int32), z_cond,
+                                         jnp.zeros((1, pc.y_width), jnp.int32))
+        save_variables(str(root / f"prior_level_{level}"), cd, nn.unbox(params))
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        result = run_lib.run(dict(checkpoint=str(root), sample_length_in_seconds=0.128, n_samples=1,
+                                  total_sample_length_in_seconds=2.0,
+                                  progress=False, alignment=False), tmp_path / "out")
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)
+    assert result.levels == [1, 0] and result.zs[1].shape == (1, 128) and result.zs[0].shape == (1, 256)
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["per_level"] == {"1": dict(hop=8, temperature=0.99), "0": dict(hop=32, temperature=0.99)}
+    assert (tmp_path / "out" / "level_0" / "item_0.wav").is_file()
+
+
+@pytest.mark.parametrize("typed, stored", [("jane pianist", "jane_pianist"), ("Jane  Pianist!", "jane_pianist"),
+                                           ("Alan_Jackson", "alan jackson"), ("alan jackson", "alan jackson")])
+def test_names_are_found_the_way_the_dataset_stored_them(typed, stored):
+    """A name typed with spaces, case or punctuation finds the table's entry whichever way the table spells it
+    (a dataset built by `jukejax.data build` stores `name_key`; the released v3 tables keep spaces)."""
+    from jukejax.data.builder import normalize_name
+    from jukejax.prior.labels import Labeller
+    assert normalize_name("Jane Pianist") == "jane_pianist"
+    for v3 in (True, False):
+        lab = Labeller({"unknown": 0, stored: 7}, {"unknown": 0, "folk": 1}, labels_v3=v3, max_bow_genre_size=1)
+        if v3 or "_" in stored:
+            assert lab.artist_id(typed) == 7
+    lab = Labeller({"unknown": 0}, {"unknown": 0, "irish_folk_tune": 4}, labels_v3=True, max_bow_genre_size=1)
+    assert lab.genre_ids("Irish folk tune") == [4]

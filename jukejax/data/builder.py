@@ -40,6 +40,7 @@ from tensorflow_datasets.core import hashing as tfds_hashing
 from jukejax import audio as audio_lib
 from jukejax.config import ConfigError
 from jukejax.errors import UserError
+from jukejax.names import name_key
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +118,9 @@ class BuildConfig:
 
 
 def normalize_name(name: str) -> str:
-    """Lowercase, and every character outside [a-z0-9] becomes `_`: the v2 id tables' `norm`, so names match
-    the released `data/ids/v2_*_ids.txt`. Empty names are unknown."""
-    name = name.strip().lower()
-    if not name:
-        return UNKNOWN
-    return "".join(c if ("a" <= c <= "z" or "0" <= c <= "9") else "_" for c in name)
+    """The name's key in the dataset's tables (`jukejax.names.name_key`, the v2 tables' `norm`, which sampling
+    uses to look names up too); a name without a letter or digit is unknown."""
+    return name_key(name) or UNKNOWN
 
 
 @dataclasses.dataclass

@@ -18,27 +18,42 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import re
 import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from jukejax.errors import UserError
+from jukejax.names import name_key
 from jukejax.prior import lyrics as lyrics_lib
 
-_NOT_ALNUM = re.compile(r"[^a-z0-9]")
-_UNDERSCORES = re.compile(r"_+")
 N_LABEL_FIELDS = 4  # total_length, offset, sample_length, artist
 
 
 def normalise_name(name: str, v3: bool = False) -> str:
     """The original's key for an artist or genre name: v3 lowercases; v2 (`norm`) also maps every character
-    outside a-z0-9 to `_`, collapses runs of `_` and strips them at both ends."""
-    name = name.lower()
-    if v3:
-        return name
-    return _UNDERSCORES.sub("_", _NOT_ALNUM.sub("_", name)).strip("_")
+    outside a-z0-9 to `_`, collapses runs of `_` and strips them at both ends (`jukejax.names.name_key`, the
+    key the dataset builder stores)."""
+    return name.lower() if v3 else name_key(name)
+
+
+_CANONICAL: Dict[int, Tuple[Mapping[str, int], Dict[str, str]]] = {}
+
+
+def table_key(name: str, table: Mapping[str, int], v3: bool) -> str:
+    """The key under which `table` knows `name`: the original's (`normalise_name`) when the table has it, else
+    the table name with the same `name_key` (so "jane pianist" finds a built dataset's `jane_pianist` in a v3
+    prior's table, and "Alan_Jackson" finds the released v3 table's "alan jackson"), else the original's key."""
+    key = normalise_name(name, v3)
+    if key in table:
+        return key
+    cached = _CANONICAL.get(id(table))
+    if cached is None or cached[0] is not table:
+        index: Dict[str, str] = {}
+        for known in table:
+            index.setdefault(name_key(known), known)
+        cached = _CANONICAL[id(table)] = (table, index)
+    return cached[1].get(name_key(name), key)
 
 
 class LabelError(UserError):
@@ -108,7 +123,7 @@ class Labeller:
 
     def artist_id(self, artist: str) -> int:
         """Id of an artist name; an unknown name warns (with close known names) and gives 0 = unknown."""
-        key = normalise_name(artist, self.labels_v3)
+        key = table_key(artist, self.artist_table, self.labels_v3)
         if key not in self.artist_table:
             warnings.warn(f"artist {artist!r} (looked up as {key!r}) is not in {self.artist_source}; using id 0 "
                           f"(unknown). Close known names: {_suggest(key, list(self.artist_table))}", stacklevel=2)
@@ -120,7 +135,7 @@ class Labeller:
         with -1 to max_bow_genre_size. An unknown genre word is an error, as in the original."""
         items = [genres] if isinstance(genres, str) else list(genres)
         if self.labels_v3:
-            keys = [normalise_name(g, True) for g in items]
+            keys = [table_key(g, self.genre_table, True) for g in items]
         else:
             keys = [word for g in items for word in normalise_name(g).split("_")]
         unknown = [k for k in keys if k not in self.genre_table]

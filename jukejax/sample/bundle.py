@@ -32,7 +32,7 @@ from flax import linen as nn
 
 from jukejax.checkpoint import CHECKPOINT_DIR, CheckpointError, load_variables, read_config
 from jukejax.config import ConfigError, VQVAEConfig, build
-from jukejax.prior.labels import LabelError, Labeller, load_id_table, normalise_name
+from jukejax.prior.labels import LabelError, Labeller, load_id_table, normalise_name, table_key
 from jukejax.prior.prior import PriorConfig, abstract_params, prior_config
 from jukejax.vqvae.model import VQVAE, abstract_variables
 
@@ -58,7 +58,7 @@ class BundleLabeller(Labeller):
     tables_present: bool = True
 
     def artist_id(self, artist: str) -> int:
-        key = normalise_name(str(artist), self.labels_v3)
+        key = table_key(str(artist), self.artist_table, self.labels_v3)
         if key.isdigit():
             return int(key)
         if not self.tables_present and key not in self.artist_table:
@@ -70,7 +70,7 @@ class BundleLabeller(Labeller):
     def genre_ids(self, genres: Union[str, Sequence[str]]) -> List[int]:
         items = [genres] if isinstance(genres, str) else list(genres)
         if self.labels_v3:
-            keys = [normalise_name(g, True) for g in items]
+            keys = [table_key(g, self.genre_table, True) for g in items]
         else:
             keys = [word for g in items for word in normalise_name(g).split("_") if word]
         unknown = [k for k in keys if not k.isdigit() and k not in self.genre_table]
