@@ -256,12 +256,12 @@ def test_nan_weights_are_refused_at_load(tmp_path):
         leaves[0].reshape(-1)[:3] = np.nan
         variables["params"] = __import__("jax").tree_util.tree_unflatten(treedef, leaves)
         save_variables(str(root / component), cd, variables)
-    with pytest.raises(run_lib.USER_ERRORS, match="vqvae: param .* has 3 NaN or infinite value") as e:
+    with pytest.raises(run_lib.USER_ERRORS, match="vqvae/checkpoints/0: parameter .* holds 3 NaN or infinite value") as e:
         load_bundle(root)
     one_line(e)
     shutil.rmtree(root / "vqvae")
     shutil.copytree(DEMO / "vqvae", root / "vqvae")
-    with pytest.raises(run_lib.USER_ERRORS, match="prior_level_1: param .* has 3 NaN or infinite value"):
+    with pytest.raises(run_lib.USER_ERRORS, match="prior_level_1/checkpoints/0: parameter .* holds 3 NaN or infinite value"):
         load_bundle(root).priors[1].load_params()
 
 

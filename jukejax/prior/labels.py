@@ -70,7 +70,7 @@ def load_id_table(path: Union[str, os.PathLike]) -> Dict[str, int]:
             if not line:
                 continue
             name, sep, value = line.rpartition(";")
-            if not sep or not value.isdigit():
+            if not sep or not (value.isascii() and value.isdigit()):
                 raise LabelError(f"{path}:{lineno}: expected 'name;id', got {line!r}")
             table[name.lower()] = int(value)
     if not table:

@@ -48,6 +48,11 @@ def prior_dir(level: int) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # Labels
 
+def _is_id(key: str) -> bool:
+    """A numeric id typed as a name (`--artist=17`): ASCII digits only (str.isdigit also accepts '²')."""
+    return key.isascii() and key.isdigit()
+
+
 @dataclasses.dataclass(frozen=True)
 class BundleLabeller(Labeller):
     """A `Labeller` that also accepts numeric ids (`--artist=17`) and works without id tables.
@@ -59,7 +64,7 @@ class BundleLabeller(Labeller):
 
     def artist_id(self, artist: str) -> int:
         key = table_key(str(artist), self.artist_table, self.labels_v3)
-        if key.isdigit():
+        if _is_id(key):
             return int(key)
         if not self.tables_present and key not in self.artist_table:
             warnings.warn(f"artist {artist!r}: the bundle has no {IDS_DIR}/artist_ids.txt, so only 'unknown' "
@@ -73,7 +78,7 @@ class BundleLabeller(Labeller):
             keys = [table_key(g, self.genre_table, True) for g in items]
         else:
             keys = [word for g in items for word in normalise_name(g).split("_") if word]
-        unknown = [k for k in keys if not k.isdigit() and k not in self.genre_table]
+        unknown = [k for k in keys if not _is_id(k) and k not in self.genre_table]
         if unknown and not self.tables_present:
             raise LabelError(f"genre {genres!r}: {', '.join(map(repr, unknown))} unknown; the bundle has no "
                              f"{IDS_DIR}/genre_ids.txt, so only 'unknown' (id 0) and numeric ids are accepted")
@@ -82,7 +87,7 @@ class BundleLabeller(Labeller):
         if len(keys) > self.max_bow_genre_size:
             raise LabelError(f"genre {genres!r} gives {len(keys)} genre ids {keys}, more than max_bow_genre_size "
                              f"{self.max_bow_genre_size}")
-        ids = [int(k) if k.isdigit() else self.genre_table[k] for k in keys]
+        ids = [int(k) if _is_id(k) else self.genre_table[k] for k in keys]
         return ids + [-1] * (self.max_bow_genre_size - len(ids))
 
 
@@ -171,21 +176,6 @@ def _component_error(name: str, message: str) -> CheckpointError:
     return CheckpointError(f"{name}: checkpoint does not match its config: {message}")
 
 
-def check_finite(name: str, tree: Any) -> None:
-    """Refuse weights with a NaN or infinite value (they sample all-zero tokens or NaN audio without a word),
-    naming the first such param and how many of its values are bad."""
-    import numpy as np
-    for path, leaf in jax.tree_util.tree_flatten_with_path(nn.unbox(tree))[0]:
-        if leaf is None or not jnp.issubdtype(leaf.dtype, jnp.floating):
-            continue
-        bad = int(jnp.size(leaf) - jnp.count_nonzero(jnp.isfinite(leaf)))
-        if bad:
-            where = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-            raise CheckpointError(f"{name}: param {where} has {bad} NaN or infinite value(s) of "
-                                  f"{int(np.prod(leaf.shape))}; these weights cannot sample (retrain or "
-                                  f"re-convert them)")
-
-
 # Files up to this size are hashed whole; bigger ones by size and their first and last MiB, so fingerprinting
 # reads at most 2 MiB per file of a 5b_lyrics model (tens of GB) while retraining (new files, new sizes, new
 # bytes at either end of a shard) still changes it.
@@ -234,9 +224,7 @@ class BundlePrior:
         problem = first_mismatch(_expected_prior_params(self.config), params)
         if problem:
             raise _component_error(self.name, problem)
-        params = jax.tree.map(jnp.asarray, params)
-        check_finite(self.name, params)
-        return params
+        return jax.tree.map(jnp.asarray, params)  # load_variables refused non-finite values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,8 +282,7 @@ def load_bundle(directory: Union[str, os.PathLike], levels: Optional[Sequence[in
     problem = first_mismatch(_expected_vqvae_variables(vq_config), vq_variables)
     if problem:
         raise _component_error(VQVAE_DIR, problem)
-    vq_variables = jax.tree.map(jnp.asarray, vq_variables)
-    check_finite(VQVAE_DIR, vq_variables)
+    vq_variables = jax.tree.map(jnp.asarray, vq_variables)  # load_variables refused non-finite values
 
     present = [level for level in range(vq_config.levels) if (directory / prior_dir(level)).is_dir()]
     if levels is None:
