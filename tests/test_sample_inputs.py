@@ -375,3 +375,38 @@ def test_names_are_found_the_way_the_dataset_stored_them(typed, stored):
             assert lab.artist_id(typed) == 7
     lab = Labeller({"unknown": 0}, {"unknown": 0, "irish_folk_tune": 4}, labels_v3=True, max_bow_genre_size=1)
     assert lab.genre_ids("Irish folk tune") == [4]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Spectrograms a person can read
+
+def test_spectrogram_is_mel_scaled_large_and_titled(tmp_path):
+    import struct
+    sr = 22050
+    t = np.arange(2 * sr) / sr
+    octave = 0.2 * (np.sin(2 * np.pi * 220 * t) + np.sin(2 * np.pi * 440 * t))
+    spec = outputs.spectrogram(octave, sr)
+    assert spec.shape == (256, 1024)
+    profile = spec.mean(axis=1)[::-1]  # row 0 = lowest band
+    fmin, fmax = 30.0, sr / 2
+    rows = [int(round((outputs.hz_to_mel(f) - outputs.hz_to_mel(fmin))
+                      / (outputs.hz_to_mel(fmax) - outputs.hz_to_mel(fmin)) * 255)) for f in (220, 440)]
+    peaks = sorted(np.argsort(profile)[-2:])
+    assert all(abs(p - r) <= 2 for p, r in zip(peaks, rows)), (peaks, rows)  # each note where the mel axis puts it
+    assert profile[(rows[0] + rows[1]) // 2] < profile[rows[0]] - 0.2          # and the octave apart, not merged
+    png = outputs.write_spectrogram_png(tmp_path / "s.png", octave, sr, "level 0, item 1").read_bytes()
+    width, height = struct.unpack(">II", png[16:24])
+    assert width >= 1024 and height >= 256
+    img = outputs.spectrogram_image(octave, sr, "level 0, item 1")
+    title_band, axis_band = img[:outputs._TOP], img[-outputs._BOTTOM:]
+    assert (title_band < 128).any() and (axis_band < 128).any()                # title and time labels drawn
+
+
+def test_index_shows_each_spectrogram_beside_its_player(tmp_path):
+    page = outputs.write_index_html(tmp_path / "index.html", "level 0", [
+        outputs.HtmlItem("item_0.wav", "item_0.png", "a", "g", ""),
+        outputs.HtmlItem("item_1.wav", "item_1.png", "a", "g", "")]).read_text()
+    for i in range(2):
+        row = re.search(f"<div class='row'>(.*?)</div></div>", page.split(f"item {i}</h2>")[1], re.S).group(1)
+        assert f"src='item_{i}.wav'" in row and f"src='item_{i}.png'" in row
+    assert "height:128px" not in page

@@ -1,7 +1,8 @@
 """What a sampling run writes (original `sample.py::_sample` + `save_html.py`), per level in `WORKDIR/level_{l}/`:
 
     item_{i}.wav      the level's codes decoded by the VQ-VAE at its sample rate (16-bit PCM)
-    item_{i}.png      log-magnitude spectrogram of item_{i}.wav (written here with zlib + struct)
+    item_{i}.png      mel spectrogram of item_{i}.wav, 1024 x 256 cells with axes in Hz and seconds and the
+                      level and item in its title (drawn and PNG-encoded here with numpy, zlib and struct)
     codes.npz         the codes so far, rewritten atomically after every window (see `Codes`); each distinct
                       lyrics text is stored once, and only once the level is complete (until then the lyrics
                       are the workdir's run.json's)
@@ -248,28 +249,144 @@ def png_bytes(rgb: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def spectrogram(audio: np.ndarray, sr: int, max_width: int = 512, max_height: int = 128,
+# A 3 x 5 pixel font for the axes and title (drawn at 2x): every character the labels use.
+_GLYPHS = {
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
+    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001001001001",
+    "8": "111101111101111", "9": "111101111001111", ".": "000000000000010", ",": "000000000010100",
+    "-": "000000111000000", ":": "000010000010000", " ": "000000000000000", "k": "100101110101101",
+    "H": "101101111101101", "z": "000111001010111", "s": "000011110011110", "l": "110010010010111",
+    "e": "000111111100011", "v": "000101101101010", "i": "010000010010010", "t": "010111010010011",
+    "m": "000111111101101", "n": "000110101101101", "a": "000011101101011", "r": "000101110100100",
+    "f": "011010111010010", "p": "000111101111100", "c": "000111100100111", "g": "000111101111001",
+    "o": "000111101101111", "d": "001111101101111", "u": "000101101101111", "b": "100111101101111",
+    "y": "000101101111001", "(": "001010010010001", ")": "100010010010100", "/": "001001010100100",
+}
+_SCALE = 2                       # font pixels per glyph pixel
+_ADVANCE = 4 * _SCALE            # 3 columns + 1 of space
+
+
+def _draw_text(img: np.ndarray, text: str, x: int, y: int, colour=(40, 40, 40)) -> None:
+    """Draw `text` with its top-left corner at (x, y); characters without a glyph are skipped as spaces."""
+    for c in text:
+        glyph = _GLYPHS.get(c)
+        if glyph is not None:
+            bits = np.array([int(b) for b in glyph], bool).reshape(5, 3)
+            block = np.kron(bits, np.ones((_SCALE, _SCALE), bool))
+            h, w = block.shape
+            region = img[y:y + h, x:x + w]
+            region[block[:region.shape[0], :region.shape[1]]] = colour
+        x += _ADVANCE
+
+
+def _text_width(text: str) -> int:
+    return len(text) * _ADVANCE
+
+
+def hz_to_mel(f):
+    """The HTK mel scale: 2595 log10(1 + f / 700)."""
+    return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
+
+
+def mel_to_hz(m):
+    return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters equally spaced in mel between fmin and fmax, each
+    normalised to unit area (the usual "slaney" normalisation), so every row reads as an average magnitude."""
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    freqs = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (freqs - lower) / np.maximum(centre - lower, 1e-9)
+    falling = (upper - freqs) / np.maximum(upper - centre, 1e-9)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    # A band narrower than one FFT bin would be empty: give it the nearest bin.
+    empty = weights.sum(axis=1) == 0
+    if empty.any():
+        nearest = np.abs(freqs[None, :] - centre[empty]).argmin(axis=1)
+        weights[np.flatnonzero(empty), nearest] = 1.0
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def spectrogram(audio: np.ndarray, sr: int, width: int = 1024, n_mels: int = 256, fmin: float = 30.0,
                 dynamic_range_db: float = 80.0) -> np.ndarray:
-    """Log-magnitude STFT image (H, W) in [0, 1], low frequencies at the bottom; at most max_width frames
-    and max_height frequency rows (neighbouring bins averaged)."""
+    """Log-magnitude mel spectrogram image (n_mels, width) in [0, 1], low frequencies at the bottom: `width`
+    frames evenly spread over the audio (Hann windows of ~93 ms, overlapping for short audio), `n_mels`
+    mel bands from `fmin` to the Nyquist frequency, the top `dynamic_range_db` dB of the loudest cell."""
     x = np.asarray(audio, np.float64).reshape(-1)
-    n_fft = 256 if sr <= 16000 else 1024
+    n_fft = 1 << int(np.ceil(np.log2(max(256, 0.093 * sr))))   # 2048 at 22.05 kHz: 10.8 Hz bins
     if x.size < n_fft:
         x = np.pad(x, (0, n_fft - x.size))
-    hop = max(n_fft // 4, -(-(x.size - n_fft) // max_width) if x.size > n_fft else 1)
-    n_frames = 1 + (x.size - n_fft) // hop
-    frames = np.lib.stride_tricks.as_strided(x, (n_frames, n_fft), (x.strides[0] * hop, x.strides[0]))
-    mag = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1))[:, :n_fft // 2]  # drop Nyquist
-    group = max(1, mag.shape[1] // max_height)
-    mag = mag[:, :mag.shape[1] // group * group].reshape(n_frames, -1, group).mean(axis=2)
-    db = 20 * np.log10(mag + 1e-9)
+    starts = np.linspace(0, x.size - n_fft, width).round().astype(np.int64)
+    frames = x[starts[:, None] + np.arange(n_fft)[None, :]]
+    mag = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1))
+    mel = mag @ mel_filterbank(sr, n_fft, n_mels, min(fmin, sr / 4), sr / 2).T
+    db = 20 * np.log10(mel + 1e-9)
     v = (db - (db.max() - dynamic_range_db)) / dynamic_range_db
     return np.clip(v, 0.0, 1.0).T[::-1]
 
 
-def write_spectrogram_png(path, audio: np.ndarray, sr: int) -> pathlib.Path:
+def _nice_step(span: float, max_ticks: int) -> float:
+    for step in (0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600):
+        if span / step <= max_ticks:
+            return step
+    return span / max_ticks
+
+
+def _hz_label(f: float) -> str:
+    return f"{f / 1000:g}k" if f >= 1000 else f"{f:g}"
+
+
+# Margins around the plot, in pixels: title above, frequency labels left, time labels below.
+_TOP, _LEFT, _BOTTOM, _RIGHT = 26, 64, 34, 24
+
+
+def spectrogram_image(audio: np.ndarray, sr: int, title: str = "", width: int = 1024, n_mels: int = 256,
+                      fmin: float = 30.0) -> np.ndarray:
+    """(H, W, 3) uint8: the mel spectrogram (width x n_mels pixels) with a frequency axis in Hz (mel-spaced
+    ticks), a time axis in seconds and `title` above it."""
+    spec = spectrogram(audio, sr, width, n_mels, fmin)
+    h, w = spec.shape
+    img = np.full((_TOP + h + _BOTTOM, _LEFT + w + _RIGHT, 3), 255, np.uint8)
+    img[_TOP:_TOP + h, _LEFT:_LEFT + w] = colour_ramp(spec)
+    grey = (120, 120, 120)
+    img[_TOP:_TOP + h + 1, _LEFT - 1] = grey           # axes
+    img[_TOP + h, _LEFT - 1:_LEFT + w] = grey
+    _draw_text(img, title, _LEFT, 6)
+
+    fmin, fmax = min(fmin, sr / 4), sr / 2
+    lo, hi = hz_to_mel(fmin), hz_to_mel(fmax)
+    _draw_text(img, "Hz", 4, _TOP - 2 * _SCALE - 8)
+    last_row = None
+    for f in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000):
+        if not fmin <= f <= fmax:
+            continue
+        row = _TOP + h - 1 - int(round((hz_to_mel(f) - lo) / (hi - lo) * (h - 1)))
+        if last_row is not None and last_row - row < 14:  # mel squeezes the lowest ticks together
+            continue
+        last_row = row
+        img[row, _LEFT - 6:_LEFT - 1] = grey
+        label = _hz_label(f)
+        _draw_text(img, label, _LEFT - 8 - _text_width(label), max(0, row - 5))
+
+    seconds = np.asarray(audio).reshape(-1).size / sr
+    step = _nice_step(seconds, 10)
+    t = 0.0
+    while t <= seconds + 1e-9:
+        col = _LEFT + int(round(t / max(seconds, 1e-9) * (w - 1)))
+        img[_TOP + h + 1:_TOP + h + 6, col] = grey
+        label = f"{t:g}"
+        _draw_text(img, label, max(0, col - _text_width(label) // 2), _TOP + h + 8)
+        t = round(t + step, 6)
+    _draw_text(img, "s", _LEFT + w + 4 - _ADVANCE, _TOP + h + 8 + 12)
+    return img
+
+
+def write_spectrogram_png(path, audio: np.ndarray, sr: int, title: str = "") -> pathlib.Path:
+    """item_{i}.png: `spectrogram_image` as an 8-bit RGB PNG."""
     path = pathlib.Path(path)
-    atomic_write_bytes(path, png_bytes(colour_ramp(spectrogram(audio, sr))))
+    atomic_write_bytes(path, png_bytes(spectrogram_image(audio, sr, title)))
     return path
 
 
@@ -306,9 +423,10 @@ class HtmlItem:
     timings: Optional[List[Optional[float]]] = None
 
 
-_STYLE = """body{font-family:sans-serif;max-width:1024px;margin:auto;padding:1em;background:#fafafa}
+_STYLE = """body{font-family:sans-serif;max-width:1500px;margin:auto;padding:1em;background:#fafafa}
 .item{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1em;margin:1em 0}
-audio{width:100%} img{width:100%;image-rendering:pixelated;height:128px}
+.row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start} .side{flex:1 1 280px;min-width:260px}
+.spec{flex:3 1 640px;max-width:1104px} audio{width:100%} img{width:100%;height:auto}
 pre{white-space:pre-wrap;font-size:1.1em;line-height:1.5} .sung{color:#c0392b} .now{background:#fde2a7}"""
 
 _SCRIPT = """<script>
@@ -347,10 +465,11 @@ def write_index_html(path, title: str, items: Sequence[HtmlItem], note: str = ""
     if note:
         parts.append(f"<p>{html.escape(note)}</p>")
     for i, it in enumerate(items):
-        parts.append(f"<div class='item'><h2>item {i}</h2>"
+        parts.append(f"<div class='item'><h2>item {i}</h2><div class='row'><div class='side'>"
                      f"<div>Artist {html.escape(it.artist)}, Genre {html.escape(it.genre)}</div>"
-                     f"<audio data-item='{i}' src='{html.escape(it.wav)}' controls preload='none'></audio>"
-                     f"<img src='{html.escape(it.png)}' alt='spectrogram of {html.escape(it.wav)}'>"
+                     f"<audio data-item='{i}' src='{html.escape(it.wav)}' controls preload='none'></audio></div>"
+                     f"<div class='spec'><img src='{html.escape(it.png)}' "
+                     f"alt='mel spectrogram of {html.escape(it.wav)}'></div></div>"
                      f"{_lyrics_html(i, it.lyrics, it.timings)}</div>")
     parts.append(_SCRIPT if any(it.timings for it in items) else "")
     parts.append("</body></html>\n")
@@ -359,14 +478,16 @@ def write_index_html(path, title: str, items: Sequence[HtmlItem], note: str = ""
     return path
 
 
-def write_level_audio(directory, audio: np.ndarray, sr: int) -> List[Tuple[str, str]]:
+def write_level_audio(directory, audio: np.ndarray, sr: int, level: Optional[int] = None
+                      ) -> List[Tuple[str, str]]:
     """item_{i}.wav and item_{i}.png for each row of audio (N, T); returns their names."""
     directory = pathlib.Path(directory)
     names = []
     for i, x in enumerate(np.asarray(audio, np.float32)):
         wav, png = f"item_{i}.wav", f"item_{i}.png"
         write_audio(directory / wav, x, sr)
-        write_spectrogram_png(directory / png, x, sr)
+        title = (f"level {level}, " if level is not None else "") + f"item {i}, mel spectrogram"
+        write_spectrogram_png(directory / png, x, sr, title)
         names.append((wav, png))
     return names
 

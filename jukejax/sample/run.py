@@ -428,7 +428,7 @@ def write_level_step(workdir: pathlib.Path, plan: Plan, zs: Dict[int, np.ndarray
     directory = state.path.parent
     audio = schedule.decode_level(bundle.vqvae_config, bundle.vqvae_variables, zs[level], level)
     try:
-        names = outputs.write_level_audio(directory, audio, bundle.sr)
+        names = outputs.write_level_audio(directory, audio, bundle.sr, level)
         _write_html(directory, level, bundle, plan.items, names, alignments, plan.settings)
     except OSError as e:
         raise SampleError(f"level {level}: cannot write its wavs and pages in {directory} ({e.strerror or e}); its "
