@@ -40,7 +40,7 @@ def test_every_error_class_of_the_package_is_a_user_error():
     import jukejax.vqvae.__main__
     classes = [jukejax.audio.AudioError, ConfigError, jukejax.checkpoint.CheckpointError,
                jukejax.convert.ConversionError, jukejax.convert.CheckpointReadError,
-               jukejax.convert.hf_config_lib.HFConfigError, jukejax.data.builder.DatasetError,
+               jukejax.convert.hf_config.HFConfigError, jukejax.data.builder.DatasetError,
                jukejax.prior.labels.LabelError, jukejax.sample.run.SampleError,
                jukejax.sample.modes.ModeError, jukejax.sample.schedule.ScheduleError,
                jukejax.sample.outputs.CodesError, jukejax.vqvae.__main__.CodesFileError]
@@ -98,3 +98,16 @@ def test_run_reporting_user_errors(error, code, capsys):
         cli.run_reporting_user_errors(body, traceback=True)
     with pytest.raises(ValueError):  # a plain ValueError is not a user error: a bug
         cli.run_reporting_user_errors(lambda: int("x"))
+
+
+def test_convert_names_the_file_once_and_an_out_it_cannot_create(tmp_path, capsys):
+    from jukejax.convert import __main__ as convert_main
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(b"x")
+    assert convert_main.main(["--from", "hf", str(weights), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count(str(tmp_path / "config.json")) == 1 and "cannot be read" in err, err
+    assert convert_main.main(["--from", "openai", "--vqvae", str(weights), "--model", "1b_lyrics",
+                              "--out", str(weights / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --out {weights / 'sub'}: cannot be created (Not a directory)\n", err

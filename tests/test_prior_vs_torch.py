@@ -21,6 +21,7 @@ pytest.importorskip("transformers")
 from transformers.models.deprecated.jukebox import configuration_jukebox as hf_cfg  # noqa: E402
 from transformers.models.deprecated.jukebox import modeling_jukebox as hf  # noqa: E402
 
+from jukejax.checkpoint import CheckpointError  # noqa: E402
 from jukejax.prior import attention as A  # noqa: E402
 from jukejax.prior.autoregressive import (ConditionalAutoregressive, original_key_name, bits_per_token,  # noqa: E402
                                           get_sep_loss, load_torch_autoregressive)
@@ -184,6 +185,6 @@ def test_original_key_names_load_identically(case):
     assert any(k.endswith("attn.c_attn.w") for k in original) and any(".ln_0.weight" in k for k in original)
     params = load_torch_autoregressive(original, case["ours"], prefix="prior.")
     jax.tree.map(np.testing.assert_array_equal, params, case["params"])
-    with pytest.raises(KeyError, match="unused"):
+    with pytest.raises(CheckpointError, match="unused"):
         load_torch_autoregressive({**original, "prior.transformer.extra": torch.zeros(1)}, case["ours"],
                                   prefix="prior.")

@@ -221,6 +221,7 @@ def _finite(key: str, tensor: LazyTensor, source: str) -> LazyTensor:
 def convert_component(component: Component, dtype: str = "float32") -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(Orbax state, manifest entry) of one component. Raises ConversionError on any mismatch or on a tensor
     with a NaN or infinite value."""
+    from jukejax.checkpoint import CheckpointError
     from jukejax.config import ConfigError, VQVAEConfig, build
 
     c = dataclasses.replace(component, tensors={k: _finite(k, v, component.source)
@@ -253,10 +254,8 @@ def convert_component(component: Component, dtype: str = "float32") -> Tuple[Dic
             extra = {"stored_dtype": dtype}
     except ConfigError as e:
         raise ConversionError(f"{c.name}: {e}") from None
-    except (KeyError, ValueError) as e:
-        if isinstance(e, (ConversionError, CheckpointReadError)):
-            raise
-        raise ConversionError(f"{c.source}: {e.args[0] if e.args else e}") from None
+    except CheckpointError as e:      # the state dict does not match the config (the loaders' own checks)
+        raise ConversionError(f"{c.source}: {e}") from None
     got = _size(state["params"])
     if got != expected:
         raise ConversionError(f"{c.name}: filled {got} parameters but the config has {expected}")
@@ -312,7 +311,10 @@ class _Output:
             if pid.isdigit() and (int(pid) == os.getpid() or not _running(int(pid))):
                 shutil.rmtree(stale, ignore_errors=True)
         self.tmp = self.final.with_name(f"{self.final.name}.partial-{os.getpid()}")
-        self.tmp.mkdir(parents=True)
+        try:
+            self.tmp.mkdir(parents=True)
+        except OSError as e:
+            raise ConversionError(f"--out {self.final}: cannot be created ({e.strerror or e})") from None
 
     def finish(self) -> pathlib.Path:
         if self.final.exists():
@@ -530,7 +532,9 @@ def convert_hf(source: str, out: str, dtype: str = "float32", artist_ids: Sequen
         vq_cfg, prior_cfgs, notes = hf_config_lib.jukejax_configs(hf, vqvae_configs.get_config(), prior_defaults,
                                                                   released)
     except hf_config_lib.HFConfigError as e:
-        raise ConversionError(f"{config_path}: {e}") from None
+        message = str(e)
+        raise ConversionError(message if message.startswith(str(config_path)) else f"{config_path}: {message}"
+                              ) from None
     levels = int(vq_cfg.vqvae.levels)
     output = _Output(out)
 

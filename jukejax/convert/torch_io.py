@@ -480,7 +480,7 @@ def find_hf_weights(path: str) -> Tuple[pathlib.Path, pathlib.Path]:
         raise CheckpointReadError(f"{p}: no HF weights here (looked for {', '.join(HF_WEIGHT_FILES)})")
     if not p.is_file():
         raise CheckpointReadError(f"{p}: no such file or directory")
-    return p, p.parent / "config.json"
+    return p, p.absolute().parent / "config.json"
 
 
 def open_hf_weights(path: pathlib.Path) -> Tuple[Dict[str, LazyTensor], List[pathlib.Path]]:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from jukejax.checkpoint import CheckpointError
 from jukejax.prior.attention import CROSS
 from jukejax.prior.config import AutoregressiveConfig
 from jukejax.prior.transformer import Transformer, flat_dot_general, stack_layers
@@ -201,12 +202,12 @@ def load_torch_autoregressive(state_dict: Mapping[str, Any], config: Autoregress
 
     def take(key: str, shape: Tuple[int, ...], transpose: bool = False) -> np.ndarray:
         if key not in pending:
-            raise KeyError(f"state dict has no {prefix}{key} (after HF renames)")
+            raise CheckpointError(f"state dict has no {prefix}{key} (after HF renames)")
         value = _to_numpy(pending.pop(key))
         if transpose:
             value = value.T
         if value.shape != shape:
-            raise ValueError(f"{prefix}{key} has shape {value.shape}, expected {shape}"
+            raise CheckpointError(f"{prefix}{key} has shape {value.shape}, expected {shape}"
                              f"{' after transposing' if transpose else ''}")
         return value
 
@@ -221,7 +222,7 @@ def load_torch_autoregressive(state_dict: Mapping[str, Any], config: Autoregress
             if "x_out.weight" in pending:
                 tied = _to_numpy(pending.pop("x_out.weight"))
                 if not np.array_equal(tied, params["x_emb"]["embedding"]):
-                    raise ValueError(f"{prefix}x_out.weight differs from x_emb.weight but merged_decoder is False "
+                    raise CheckpointError(f"{prefix}x_out.weight differs from x_emb.weight but merged_decoder is False "
                                      f"(x_out must be tied)")
         else:
             params["x_out"] = {"kernel": take("x_out.weight", (c.width, c.bins), transpose=True)}
@@ -240,6 +241,6 @@ def load_torch_autoregressive(state_dict: Mapping[str, Any], config: Autoregress
                                      "mlp": {"c_fc": conv("mlp.c_fc", w, h), "c_proj": conv("mlp.c_proj", h, w)},
                                      "ln_1": ln("ln_1")}
     if pending:
-        raise KeyError(f"unused state-dict keys under {prefix!r}: {sorted(prefix + k for k in pending)}")
+        raise CheckpointError(f"unused state-dict keys under {prefix!r}: {sorted(prefix + k for k in pending)}")
     params["transformer"] = stack_layers(layers, c) if c.scan else layers
     return params

@@ -40,6 +40,7 @@ import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
+from jukejax.checkpoint import CheckpointError
 from jukejax.config import ConfigError
 from jukejax.vqvae.encdec import DecoderConvBlock
 
@@ -517,7 +518,7 @@ def _load(state_dict: Mapping[str, Any], prefix: str, table: Mapping[Tuple[str, 
         lines += [f"  missing: {k}" for k in missing]
         lines += [f"  wrong shape: {m}" for m in mismatched]
         lines += [f"  unused: {prefix}{k}" for k in sorted(source)]
-        raise ValueError("\n".join(lines))
+        raise CheckpointError("\n".join(lines))
     return traverse_util.unflatten_dict(params)
 
 

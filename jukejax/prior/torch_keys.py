@@ -16,6 +16,7 @@ import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
+from jukejax.checkpoint import CheckpointError
 from jukejax.prior.autoregressive import _to_numpy, load_torch_autoregressive, original_key_name
 from jukejax.prior.conditioners import (CONV, CONV_TRANSPOSE, hf_to_original_conditioner_key,
                                         label_conditioner_torch_keys, load_torch_label_conditioner,
@@ -44,11 +45,11 @@ def hf_to_original_prior_key(key: str) -> str:
 
 def _take(pending: Dict[str, Any], key: str, shape, transpose: bool = False) -> np.ndarray:
     if key not in pending:
-        raise KeyError(f"state dict has no {key}")
+        raise CheckpointError(f"state dict has no {key}")
     value = _to_numpy(pending.pop(key))
     value = value.T if transpose else value
     if value.shape != tuple(shape):
-        raise ValueError(f"{key} has shape {value.shape}, expected {tuple(shape)}")
+        raise CheckpointError(f"{key} has shape {value.shape}, expected {tuple(shape)}")
     return value
 
 
@@ -82,7 +83,7 @@ def load_torch_prior(state_dict: Mapping[str, Any], config: PriorConfig, hf: boo
     left = sorted(k for k in sd if k not in used)
     if left:
         shapes = ", ".join(f"{k} {tuple(np.shape(_to_numpy(sd[k])))}" for k in left[:20])
-        raise ValueError(f"{len(left)} state-dict key(s) not used by a level-{config.level} prior: {shapes}"
+        raise CheckpointError(f"{len(left)} state-dict key(s) not used by a level-{config.level} prior: {shapes}"
                          f"{' ...' if len(left) > 20 else ''}")
     return params
 

@@ -16,6 +16,7 @@ import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
+from jukejax.checkpoint import CheckpointError
 from jukejax.config import VQVAEConfig
 from jukejax.vqvae.bottleneck import restore_codebook
 from jukejax.vqvae.model import abstract_variables
@@ -87,7 +88,7 @@ def load_torch_state_dict(state_dict: Mapping[str, Any], config: VQVAEConfig,
         lines += [f"  missing: {k}" for k in missing]
         lines += [f"  wrong shape: {m}" for m in mismatched]
         lines += [f"  unused: {k}" for k in unused]
-        raise ValueError("\n".join(lines))
+        raise CheckpointError("\n".join(lines))
     return traverse_util.unflatten_dict(params), {"bottleneck": codebook}
 
 
