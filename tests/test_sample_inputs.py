@@ -292,8 +292,9 @@ def _documented_sample_commands():
             if "sample.py --" in line and not line.rstrip().endswith("--help"):
                 commands.append(line[line.index("sample.py"):].split("`")[0].strip())
     prose = (ROOT / "configs" / "sample_defaults.py").read_text().split("Other modes:")[1].split('"""')[0]
-    commands += ["sample.py " + " ".join(m.split()).rstrip(".")
-                 for m in re.findall(r"--\w+=[^\s;]+(?:\s+--\w+=[^\s;]+)*", prose)]
+    prose += (ROOT / "README.md").read_text().split("## Sampling")[1].split("Modes:")[1].split("\n\n")[0]
+    commands += ["sample.py " + " ".join(m.split()).rstrip(".,`")
+                 for m in re.findall(r"--\w+=[^\s;`]+(?:\s+--\w+=[^\s;`]+)*", prose.replace("`", " "))]
     return commands
 
 
