@@ -467,6 +467,8 @@ def test_cli_encodes_with_a_vqvae(audio_data, tmp_path, monkeypatch, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["levels"] == [1, 2] and printed["hop_lengths"] == [4, 8, 16] and list(printed["songs"]) == ["train"]
     assert load_codes_source(out, "train").levels == (1, 2) and loaded == [(f"run_{SR}", None)]
+    assert data_cli.main(["info", "--data_dir", str(codes_path(out))]) == 0
+    assert json.loads(capsys.readouterr().out) == printed
     assert data_cli.main(["encode", "--data_dir", str(data_dir), "--vqvae_checkpoint", "run_16000",
                           "--out_dir", str(tmp_path / "other")]) == 2
     assert "vqvae.sr 16000" in capsys.readouterr().err

@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                             "'direct_num_workers=4,direct_running_mode=multi_processing' or "
                             "'project=P,region=R,temp_location=gs://B/tmp'")
     info = commands.add_parser("info", help="print the build summary of a dataset")
-    info.add_argument("--data_dir", required=True, help="data_dir of `build` (or of `encode`'s --out_dir)")
+    info.add_argument("--data_dir", required=True,
+                      help="data_dir of `build` (or a dataset's versioned folder, e.g. CODES/jukejax_codes/1.0.0)")
     encode = commands.add_parser("encode", help="encode every song of a jukejax_music dataset with a trained "
                                                 "VQ-VAE into a jukejax_codes dataset")
     encode.add_argument("--data_dir", required=True,
