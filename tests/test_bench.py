@@ -58,8 +58,9 @@ def test_quick_bench_writes_every_row(tmp_path):
     want = {("decode", f"decode ({k})", b) for k in "abc" for b in (1, 4)}
     want |= {("prefill", "prefill (b)", b) for b in (1, 4)}
     want |= {("train", "train (a)", 2), ("vqvae", "vqvae released: encode 3 levels + decode level 0", 1)}
+    want |= {("embed", "embed 5b-like w256 d2: 8192-token clips, mean-pooled", 1)}
     assert got == want
-    assert {r["unit"] for r in rows} == {"tokens/s", "steps/s", "audio-s/s"}
+    assert {r["unit"] for r in rows} == {"tokens/s", "steps/s", "audio-s/s", "emb/s"}
     for key in ("bandwidth_bytes_per_s", "matmul_flops_float32"):
         _positive(key, data["limits"][key])
     assert data["settings"]["quick"] is True and data["settings"]["threads"] >= 1
@@ -67,6 +68,8 @@ def test_quick_bench_writes_every_row(tmp_path):
     # same weights on both sides: the training step's first loss agrees
     train = next(r for r in rows if r["section"] == "train")
     assert train["details"]["first_loss_rel_err"] < 1e-4
+    embed = next(r for r in rows if r["section"] == "embed")
+    assert embed["details"]["rel_err_vs_port"] < 1e-5 and embed["details"]["tokens"] == 8192
     assert "ratio" in stdout and "of floor" in stdout
     assert all(" d2" in r["name"] for r in rows if r["section"] in ("decode", "train")), "--quick uses 2 layers"
 

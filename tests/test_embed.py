@@ -144,3 +144,35 @@ def test_bad_files_are_named_before_anything_is_written(audio, embedder, tmp_pat
     sf.write(bad / "song0.flac", np.full(SR * 2, 0.1, np.float32), SR)
     _expect_run_error(embedder, bad, out, "song0.npy", "both")
     assert not out.exists()
+
+
+def test_bfloat16_reads_bf16_weights_and_stays_close(embedder):
+    import jax
+
+    bf16 = Embedder(str(DEMO), layers=(1, 3), dtype="bfloat16")
+    assert {leaf.dtype.name for leaf in jax.tree.leaves(bf16.params)} == {"bfloat16"}
+    tokens = np.random.default_rng(0).integers(0, 256, (8, 256)).astype(np.int32)
+    y = np.tile(presets.label_vector(embedder.info, 62 * SR // 128 * 128, 0), (8, 1))
+    want, got = embedder.activations(tokens, y, pool="mean"), bf16.activations(tokens, y, pool="mean")
+    for layer in (1, 3):
+        err = float(np.abs(np.asarray(got[layer]) - np.asarray(want[layer])).max() / np.abs(np.asarray(want[layer])).max())
+        assert err < 1e-2, (layer, err)
+
+
+def test_fp16_params_rounds_conv1d_kernels_like_the_original():
+    import jax.numpy as jnp
+
+    from jukejax.embed.model import round_conv1d_weights_to_fp16
+
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.standard_normal((4, 6)), jnp.float32)
+    params = {"prior": {"transformer": {"_attn_mods_0": {"attn": {"c_attn": {"kernel": w, "bias": w[0]}},
+                                                         "ln_0": {"scale": w[0]}}},
+                        "x_emb": {"embedding": w}}}
+    out = round_conv1d_weights_to_fp16(params)
+    block = out["prior"]["transformer"]["_attn_mods_0"]
+    np.testing.assert_array_equal(block["attn"]["c_attn"]["kernel"], np.asarray(w).astype(np.float16).astype(np.float32))
+    assert not np.array_equal(block["attn"]["c_attn"]["kernel"], w)
+    for kept, original in ((block["attn"]["c_attn"]["bias"], w[0]), (block["ln_0"]["scale"], w[0]),
+                           (out["prior"]["x_emb"]["embedding"], w)):
+        np.testing.assert_array_equal(kept, original)

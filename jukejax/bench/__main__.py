@@ -20,7 +20,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="compute dtype of both sides; bfloat16 also runs jukejax with bf16 weights")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="CPU threads for both sides (default: the CPUs this process may run on)")
-    p.add_argument("--rows", help="comma-separated subset of a,b,c,train,vqvae (default: all)")
+    p.add_argument("--rows", help="comma-separated subset of a,b,c,train,vqvae,embed (default: all)")
     p.add_argument("--tokens", type=int, help="override the decode positions sampled per call")
     p.add_argument("--repeats", type=int, help="override the timed rounds of every row")
     p.add_argument("--markdown", action="store_true", help="print the table in Markdown (docs/benchmarks.md)")

@@ -15,9 +15,10 @@ import torch
 from jukejax.bench import machine
 from jukejax.bench.harness import Row, table, write_json
 from jukejax.bench.priors import BENCH_PRIORS, PriorPair, decode_rows, loss_parity, quiet_port_progress, train_row
+from jukejax.bench.embed import embed_row
 from jukejax.bench.vqvae import vqvae_row
 
-ROWS = ("a", "b", "c", "train", "vqvae")
+ROWS = ("a", "b", "c", "train", "vqvae", "embed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Settings:
     train_repeats: int = 7
     vqvae_seconds: float = 4.0
     vqvae_repeats: int = 7
+    embed_batch: int = 1
+    embed_repeats: int = 5
     bandwidth_mib: int = 512
     matmul_n: int = 4096
     parity: bool = True             # teacher-forced loss of both models on the same batch (same weights?)
@@ -39,7 +42,7 @@ class Settings:
 
 FULL = Settings()
 # The CI smoke test: every row and code path, on 2-layer priors with a few tokens and one round, ~2 min.
-QUICK = Settings(new_tokens=32, repeats=3, warmup=0, train_repeats=1, vqvae_seconds=0.5, vqvae_repeats=1,
+QUICK = Settings(new_tokens=32, repeats=3, warmup=0, train_repeats=1, vqvae_seconds=0.5, vqvae_repeats=1, embed_repeats=1,
                  bandwidth_mib=128, matmul_n=1024, parity=False, depth=2)
 
 
@@ -53,7 +56,8 @@ def main(args: argparse.Namespace, thread_note: str) -> List[Row]:
     if args.tokens:
         s = dataclasses.replace(s, new_tokens=args.tokens)
     if args.repeats:
-        s = dataclasses.replace(s, repeats=args.repeats, train_repeats=args.repeats, vqvae_repeats=args.repeats)
+        s = dataclasses.replace(s, repeats=args.repeats, train_repeats=args.repeats, vqvae_repeats=args.repeats,
+                                embed_repeats=args.repeats)
     if args.depth:
         s = dataclasses.replace(s, depth=args.depth)
     selected = [r.strip() for r in args.rows.split(",")] if args.rows else list(ROWS)
@@ -121,6 +125,12 @@ def main(args: argparse.Namespace, thread_note: str) -> List[Row]:
         bandwidth_samples.append(machine.memory_bandwidth(s.bandwidth_mib))
         rows.append(vqvae_row(s.vqvae_seconds, s.vqvae_repeats, matmul, args.dtype, warmup=s.warmup,
                               device=device, log=log))
+
+    if "embed" in selected:
+        log("embed: jukemir-length clips through a 5b-shaped prior cut at half depth")
+        bandwidth_samples.append(machine.memory_bandwidth(s.bandwidth_mib))
+        rows.append(embed_row(s.embed_batch, s.embed_repeats, matmul, args.dtype, warmup=s.warmup, device=device,
+                              log=log, depth=s.depth or 0))
 
     # The floors above used the first measurements; rescale them to the best samples, the machine's capability
     # (a neighbour can only lower a measurement).

@@ -75,10 +75,12 @@ def _path_keys(path) -> Tuple[str, ...]:
     return tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
-def load_truncated_params(workdir: pathlib.Path, full: PriorConfig, config: PriorConfig, mesh: Mesh) -> Any:
+def load_truncated_params(workdir: pathlib.Path, full: PriorConfig, config: PriorConfig, mesh: Mesh,
+                          param_dtype: Optional[str] = None) -> Any:
     """The params of `config` (a truncation of `full`) read from a prior workdir, each placed on `mesh` as its
-    logical axes say. Layers past the truncation are not read (unless the checkpoint stacks layers for a scan,
-    where the stack is read whole and cut)."""
+    logical axes say, floating-point ones cast to `param_dtype` when given (bf16 weights halve the memory of
+    an inference-only model). Layers past the truncation are not read (unless the checkpoint stacks layers for
+    a scan, where the stack is read whole and cut)."""
     import orbax.checkpoint as ocp
 
     depth = config.transformer.depth
@@ -114,7 +116,10 @@ def load_truncated_params(workdir: pathlib.Path, full: PriorConfig, config: Prio
         if tuple(meta.shape) != tuple(leaf.shape):
             raise CheckpointError(f"{workdir}: param {'/'.join(keys)} has shape {tuple(meta.shape)}, the config "
                                   f"gives {tuple(leaf.shape)}")
-        return jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=sharding)
+        dtype = meta.dtype
+        if param_dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.dtype(param_dtype)
+        return jax.ShapeDtypeStruct(meta.shape, dtype, sharding=sharding)
 
     is_meta = lambda m: hasattr(m, "shape") and hasattr(m, "dtype")  # noqa: E731
     tree = {key: _prune(jax.tree_util.tree_map_with_path(target, stored, is_leaf=is_meta))}
@@ -137,6 +142,22 @@ def load_truncated_params(workdir: pathlib.Path, full: PriorConfig, config: Prio
     if missing:
         raise CheckpointError(f"{workdir}: the checkpoint has no param {'/'.join(missing[0])}")
     return params
+
+
+_CONV1D = ("c_attn", "c_proj", "c_fc", "c_enc_kv", "prime_state_proj")
+
+
+def round_conv1d_weights_to_fp16(params: Any) -> Any:
+    """The original's `fp16_params` (5b, 5b_lyrics): `make_prior` turns every `Conv1D.w` into fp16 before
+    restoring the checkpoint (`transformer/ops.py, _convert_conv_weights_to_fp16`), and `Conv1D.forward` casts it
+    back to the input's fp32 (`self.w.type_as(x)`). So the model computes in fp32 with fp16-rounded Conv1D
+    weights (biases untouched); this rounds the same kernels (a no-op for weights stored in fp16)."""
+    def visit(path, leaf):
+        keys = _path_keys(path)
+        if keys[-1] == "kernel" and len(keys) >= 2 and keys[-2] in _CONV1D and leaf.dtype == jnp.float32:
+            return leaf.astype(jnp.float16).astype(jnp.float32)
+        return leaf
+    return jax.tree_util.tree_map_with_path(visit, params)
 
 
 def _prune(tree: Any) -> Any:
@@ -223,7 +244,11 @@ class Embedder:
         self.vqvae = bundle.vqvae
         vq_sharding = NamedSharding(self.mesh, P())
         self.vqvae_variables = jax.tree.map(lambda a: jax.device_put(a, vq_sharding), bundle.vqvae_variables)
-        self.params = load_truncated_params(bundle.priors[top].workdir, full, self.config, self.mesh)
+        # bf16 compute reads bf16 weights (LayerNorm statistics and softmax stay fp32 in the model).
+        self.params = load_truncated_params(bundle.priors[top].workdir, full, self.config, self.mesh,
+                                            param_dtype="bfloat16" if dtype == "bfloat16" else None)
+        if full.hps.fp16_params and dtype == "float32":
+            self.params = round_conv1d_weights_to_fp16(self.params)
         hps = full.hps
         self.info = ModelInfo(checkpoint=checkpoint, sr=bundle.sr, hop=bundle.hop_lengths[top], n_ctx=full.n_ctx,
                               width=full.transformer.width, depth=full.transformer.depth, y_width=full.y_width,

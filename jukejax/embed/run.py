@@ -41,6 +41,8 @@ from jukejax.embed.preprocess import frames_after_resampling, load_mono_normalis
 from jukejax.errors import atomic_write_bytes
 
 MANIFEST = "manifest.jsonl"
+# What libsndfile decodes; .au is GTZAN's format (jukemir's genre benchmark).
+EXTENSIONS = tuple(audio_lib.AUDIO_EXTENSIONS) + (".au",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +108,7 @@ def list_audio(audio_dir: pathlib.Path, out: pathlib.Path) -> List[Tuple[str, pa
         root_path = pathlib.Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() != out)
         for name in names:
-            if name.startswith(".") or pathlib.Path(name).suffix.lower() not in audio_lib.AUDIO_EXTENSIONS:
+            if name.startswith(".") or pathlib.Path(name).suffix.lower() not in EXTENSIONS:
                 continue
             path = root_path / name
             found.append((path.relative_to(audio_dir).as_posix(), path))
@@ -132,7 +134,7 @@ def _plan_files(config: EmbedConfig, embedder: Embedder) -> List[_File]:
                              str(path))
         files.append(_File(rel, path, out / npy_rel, n, sr))
     if not files:
-        raise EmbedError(f"--audio_dir {audio_dir}: no audio files ({', '.join(audio_lib.AUDIO_EXTENSIONS)})")
+        raise EmbedError(f"--audio_dir {audio_dir}: no audio files ({', '.join(EXTENSIONS)})")
     return files
 
 

@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""FAD / KAD of the demo model's samples against its held-out songs, with the floor and the ceiling.
+
+    python scripts/demo_fad.py --samples SAMPLES_DIR --work WORK [--max_seconds 60] [--layer 8] [--fps 10]
+
+1. re-renders the demo dataset's test split: the pieces `scripts/make_demo_dataset.py` selects with the demo's
+   arguments (15 per default collection), ranked by the builder's seeded split hash (seed 0), rendered in that
+   order: the first round(0.1 * 129) = 13 are the held-out ones (all 129 were built), each cut to --max_seconds,
+   within --render_budget seconds (pieces not rendered in time are listed in the report);
+2. embeds with `jukejax.embed` (frames preset, --layer of the top prior, --fps frame rate): held-out songs,
+   the samples (`SAMPLES_DIR/**/*.wav`, e.g. a `make sample` run's level_0/), and noise with each held-out
+   song's magnitude spectrum and random phase;
+3. prints a Markdown table: FAD and KAD with 95% bootstrap intervals for held-out half A vs half B (the floor),
+   samples vs held-out, noise vs held-out (the ceiling), and writes it to WORK/fad.md.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "scripts"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import music21_corpus as mc  # noqa: E402
+
+N_SONGS = 129      # songs in the built demo dataset (MODEL_CARD.md: train 116 + test 13)
+TEST_FRACTION = 0.1
+SEED = 0
+
+
+def held_out_pieces(max_pieces: int = 15):
+    pieces = mc.select_pieces(list(mc.DEFAULT_COLLECTIONS), max_pieces)
+    return sorted(pieces, key=lambda p: hashlib.sha256(f"{SEED}\0{p.audio_key}".encode()).hexdigest())
+
+
+def render_held_out(work: pathlib.Path, sr: int, max_seconds: float, budget_s: float) -> pathlib.Path:
+    """Render the test split (the first 13 pieces in split-hash order: all 129 selected pieces were built),
+    each cut to `max_seconds`; pieces whose parsing outlasts the time limit on this machine are left out, and
+    rendering stops once `budget_s` seconds have gone (the report says how many songs it got)."""
+    audio = work / "held_out" / "audio"
+    if (work / "held_out" / "done.json").exists():
+        return audio
+    renderer = mc.find_renderer()
+    n_test = int(round(N_SONGS * TEST_FRACTION))
+    began = time.time()
+    rendered, missing = [], []
+    for i, piece in enumerate(held_out_pieces()[:n_test]):
+        if time.time() - began > budget_s:
+            missing.append(f"{piece.id} (render budget spent)")
+            continue
+        summary = mc.make_audio_folder(work / "held_out" / f"piece{i:02d}", [piece], renderer, sr=sr,
+                                       max_seconds=max_seconds, on_long="truncate", parse_timeout=240.0)
+        (rendered if summary["pieces_rendered"] else missing).append(piece.id)
+        print(f"held-out {i + 1}/{n_test}: {piece.id}: {'rendered' if summary['pieces_rendered'] else 'skipped'}",
+              flush=True)
+    audio.mkdir(parents=True, exist_ok=True)
+    for wav in sorted((work / "held_out").glob("piece*/audio/**/*.wav")):
+        (audio / f"{wav.parent.parent.parent.name}_{wav.name}").write_bytes(wav.read_bytes())
+    (work / "held_out" / "done.json").write_text(json.dumps({"rendered": rendered, "missing": missing,
+                                                              "seconds": time.time() - began}))
+    return audio
+
+
+def matched_noise(src: pathlib.Path, dst: pathlib.Path, seed: int = 0) -> pathlib.Path:
+    import soundfile as sf
+
+    dst.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for wav in sorted(src.glob("*.wav")):
+        x, sr = sf.read(wav, dtype="float32")
+        spectrum = np.abs(np.fft.rfft(x))
+        phase = np.exp(2j * np.pi * rng.random(spectrum.shape))
+        noise = np.fft.irfft(spectrum * phase, n=x.shape[0])
+        sf.write(dst / wav.name, (0.89 * noise / np.abs(noise).max()).astype(np.float32), sr, subtype="PCM_16")
+    return dst
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", required=True, help="folder of sampled wavs (searched recursively)")
+    p.add_argument("--work", required=True, help="working folder (renders, embeddings, fad.md)")
+    p.add_argument("--checkpoint", default=str(ROOT / "models" / "demo"))
+    p.add_argument("--max_seconds", type=float, default=60.0, help="held-out songs cut to this length")
+    p.add_argument("--render_budget", type=float, default=900.0, help="seconds of rendering at most")
+    p.add_argument("--layer", type=int, default=8)
+    p.add_argument("--fps", type=float, default=10.0)
+    p.add_argument("--n_bootstrap", type=int, default=100)
+    args = p.parse_args(argv)
+
+    from jukejax.embed import Embedder
+    from jukejax.embed.run import EmbedConfig, run
+    from jukejax.eval import metrics
+    from jukejax.eval.features import load_rows
+
+    work = pathlib.Path(args.work)
+    t0 = time.time()
+    embedder = Embedder(args.checkpoint, layers=(args.layer,))
+    held = render_held_out(work, embedder.info.sr, args.max_seconds, args.render_budget)
+    t_render = time.time() - t0
+    files = sorted(held.glob("*.wav"))
+    halves = {"held_out_a": files[0::2], "held_out_b": files[1::2]}
+    for name, group in halves.items():
+        folder = work / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in group:
+            (folder / f.name).write_bytes(f.read_bytes())
+    samples = work / "samples"
+    samples.mkdir(parents=True, exist_ok=True)
+    for i, wav in enumerate(sorted(pathlib.Path(args.samples).rglob("*.wav"))):
+        (samples / f"{i:02d}_{wav.name}").write_bytes(wav.read_bytes())
+    noise = matched_noise(held, work / "noise")
+    rows = {}
+    for name, folder in (("held_out", held), ("held_out_a", work / "held_out_a"), ("held_out_b", work / "held_out_b"),
+                         ("samples", samples), ("noise", noise)):
+        out = work / "features" / name
+        run(EmbedConfig(checkpoint=args.checkpoint, out=str(out), audio_dir=str(folder), layers=(args.layer,),
+                        preset="frames", fps=args.fps, progress=False), embedder)
+        rows[name], _ = load_rows(out, args.layer)
+    seconds = {k: v.shape[0] / args.fps for k, v in rows.items()}
+    lines = ["| comparison | FAD (95% CI) | KAD x 1000 (95% CI) |", "|---|---|---|"]
+    for label, a, b in (("held-out half A vs half B (floor)", "held_out_a", "held_out_b"),
+                        ("samples vs held-out", "samples", "held_out"),
+                        ("spectrally matched noise vs held-out (ceiling)", "noise", "held_out")):
+        x, y = rows[b], rows[a]
+        fad = metrics.bootstrap(metrics.frechet_distance, x, y, n_resamples=args.n_bootstrap)
+        bw = metrics.median_bandwidth(x, y)
+        kad = metrics.bootstrap(lambda u, v: 1000 * metrics.kernel_distance(u, v, bw), x, y,
+                                n_resamples=args.n_bootstrap)
+        lines.append(f"| {label} | {fad['value']:.2f} ({fad['ci'][0]:.2f}-{fad['ci'][1]:.2f}) | "
+                     f"{kad['value']:.2f} ({kad['ci'][0]:.2f}-{kad['ci'][1]:.2f}) |")
+    table = "\n".join(lines)
+    done = json.loads((work / "held_out" / "done.json").read_text())
+    note = (f"Held-out pieces rendered: {len(done['rendered'])} of 13"
+            + (f" (not rendered: {', '.join(done['missing'])})" if done["missing"] else "") + ". "
+            f"Top prior layer {args.layer} of {embedder.info.depth}, frames preset at {args.fps:g} frames/s; "
+            f"audio: held-out {seconds['held_out']:.0f} s ({len(files)} songs, cut to {args.max_seconds:g} s), "
+            f"samples {seconds['samples']:.0f} s, noise {seconds['noise']:.0f} s; {args.n_bootstrap} bootstrap "
+            f"resamples; render {t_render:.0f} s, total {time.time() - t0:.0f} s.")
+    (work / "fad.md").write_text(table + "\n\n" + note + "\n")
+    print(table + "\n\n" + note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
