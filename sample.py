@@ -30,6 +30,9 @@ from jukejax.sample import settings as settings_lib  # noqa: E402
 settings_lib.define_flags()  # one flag per setting of jukejax.sample.settings.SampleSettings
 for _name, _table in (("artist", "artist"), ("genre", "genre")):
     flags.FLAGS[_name].help += _known(_table)
+flags.DEFINE_string("compile_for", None, "compile each level's sampling window and VQ-VAE decoder for a TPU slice "
+                    "(e.g. v5e:1x1, v5e:2x2) with the TPU compiler, print the memory plan and cost, and exit")
+flags.DEFINE_bool("json", False, "with --compile_for: print JSON")
 define_distributed_flags()
 FLAGS = flags.FLAGS
 
@@ -44,8 +47,22 @@ def _main():
     from jukejax.sample import run as run_lib
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO
     config = config_with_flags(FLAGS.config)
+    if FLAGS.compile_for:
+        return _compile_for(config, FLAGS.compile_for)
     initialize_distributed_from_flags()
     run_lib.run(config, FLAGS.workdir)
+
+
+def _compile_for(config, topology: str) -> int:
+    """Each level of --checkpoint compiled as this run would sample it (batches of min(n_samples,
+    max_batch_size), the mesh, dtype and cache dtype), without reading its weights."""
+    import json
+    from jukejax import aot
+    from jukejax.sample import run as run_lib
+    s = run_lib.resolve_settings(config)
+    reports = aot.compile_bundle(s, topology)
+    print(json.dumps(reports) if FLAGS.json else "\n".join(aot.format_report(r) for r in reports))
+    return 0
 
 
 main = absl_entry_point(_main, __name__, logging.WARNING)

@@ -2,6 +2,7 @@
 
   python train.py --config=configs/small_vqvae.py --config.data.dataset_dir=DATA --workdir=runs/x
   python train.py --config=configs/vqvae.py --describe --json
+  python train.py --config=configs/prior_1b_lyrics.py --compile_for=v5e:4x4 --json
 """
 import json
 import logging
@@ -12,7 +13,9 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file("config", None, "a configs/*.py file", lock_config=True)
 flags.DEFINE_string("workdir", None, "where checkpoints and TensorBoard logs go (resumed if present)")
 flags.DEFINE_bool("describe", False, "print the model's shapes and parameter counts, then exit")
-flags.DEFINE_bool("json", False, "with --describe: print one JSON object")
+flags.DEFINE_bool("json", False, "with --describe or --compile_for: print one JSON object")
+flags.DEFINE_string("compile_for", None, "compile the train step for a TPU slice (e.g. v5e:2x2, v5p:4x4x4) with the "
+                    "TPU compiler, print its memory plan and cost, and exit (needs jukejax[tpu])")
 from jukejax.cli import absl_entry_point, define_distributed_flags, initialize_distributed_from_flags  # noqa: E402
 
 define_distributed_flags()
@@ -25,6 +28,11 @@ def _main():
     config = FLAGS.config
     if config is None:
         raise ConfigError("--config is required (one of the files in configs/)")
+    if FLAGS.compile_for:
+        from jukejax import aot
+        report = aot.compile_train(config, FLAGS.compile_for)
+        print(json.dumps(report) if FLAGS.json else aot.format_report(report))
+        return 0
     if FLAGS.describe:
         info = run_lib.describe(config)
         print(json.dumps(info) if FLAGS.json else json.dumps(info, indent=2))

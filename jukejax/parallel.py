@@ -100,6 +100,51 @@ def _fit_spec(spec: P, shape: Tuple[int, ...], mesh: Mesh) -> P:
     return P(*out)
 
 
+def replicated_params(abstract_tree: Any, mesh: Mesh, rules=LOGICAL_RULES) -> list:
+    """Every parameter a mesh axis was asked to split but does not divide, so `_fit_spec` keeps it whole on
+    each device: [{"param", "shape", "dropped": {dim: axes}, "bytes"}] (bytes held per device), largest first.
+    Works on an `AbstractMesh` too (shapes alone)."""
+    specs = nn.logical_to_mesh(nn.get_partition_spec(abstract_tree), rules)
+    unboxed = nn.unbox(abstract_tree)
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(unboxed)[0]]
+    pairs = jax.tree.leaves(jax.tree.map(lambda spec, leaf: [(spec if isinstance(spec, P) else P(), leaf)], specs,
+                                         unboxed, is_leaf=lambda x: isinstance(x, P) or x is None),
+                            is_leaf=lambda x: isinstance(x, list))
+    out = []
+    for path, [(spec, leaf)] in zip(paths, pairs):
+        shape = tuple(leaf.shape)
+        fitted = _fit_spec(spec, shape, mesh)
+        dropped = {}
+        pad = (None,) * len(shape)
+        for dim, (want, got) in enumerate(zip((tuple(spec) + pad)[:len(shape)], (tuple(fitted) + pad)[:len(shape)])):
+            want_axes = (want,) if isinstance(want, str) else tuple(want or ())
+            got_axes = (got,) if isinstance(got, str) else tuple(got or ())
+            lost = [a for a in want_axes if a not in got_axes and mesh.shape[a] > 1]
+            if lost:
+                dropped[dim] = lost
+        if dropped:
+            kept = 1
+            for axes in fitted:
+                for a in ((axes,) if isinstance(axes, str) else tuple(axes or ())):
+                    kept *= mesh.shape[a]
+            out.append({"param": jax.tree_util.keystr(path), "shape": list(shape), "dropped": dropped,
+                        "bytes": int(np.prod(shape)) * jnp.dtype(leaf.dtype).itemsize // kept})
+    return sorted(out, key=lambda r: -r["bytes"])
+
+
+def constrain_activations(x: jax.Array, logical_axes: Sequence[Optional[str]] = ("batch",),
+                          rules=LOGICAL_RULES) -> jax.Array:
+    """Pin activations at a block boundary to their logical layout (by default rows over the batch axes, the
+    rest replicated), so the compiler keeps the data/fsdp batch split through the model instead of choosing
+    layouts op by op (big_vision `vit.py`, MaxText `attentions.py` do the same). A no-op outside a mesh
+    context; axes that do not divide a dimension are left out, as for params."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return x
+    axes = tuple(logical_axes) + (None,) * (x.ndim - len(logical_axes))
+    return jax.lax.with_sharding_constraint(x, _fit_spec(logical_to_spec(axes, rules), tuple(x.shape), mesh))
+
+
 def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
     """Place an array that every process holds in full (same seed, same inputs) as one global array; works
     for one process or many, and for PRNG key arrays."""
@@ -145,7 +190,8 @@ def param_shardings(abstract_tree: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
     """NamedShardings for a tree of (possibly `nn.Partitioned`-boxed) abstract params.
 
     Leaves boxed with logical names (`nn.with_logical_partitioning`) get the mapped spec, unboxed leaves are
-    replicated. Axes that do not divide a dimension are dropped rather than failing.
+    replicated. Axes that do not divide a dimension are dropped rather than failing; `replicated_params` lists
+    the params this happens to (`describe` and `jukejax.aot` report them).
     """
     logical = nn.get_partition_spec(abstract_tree)
     specs = nn.logical_to_mesh(logical, rules)
@@ -170,17 +216,22 @@ def shard_params(tree: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
 def memory_plan(abstract_params: Any, config: MeshConfig, n_devices: Optional[int] = None,
                 rules=LOGICAL_RULES) -> dict:
     """Per-device bytes of fp32 params, Adam moments and the weight EMA on a mesh of `config`'s shape,
-    from shapes alone (an abstract mesh: the devices need not exist here). Activations are not counted."""
+    from shapes alone (an abstract mesh: the devices need not exist here), and every param that a mesh axis
+    does not divide (kept whole on each device). Activations are not counted."""
     shape = mesh_shape(config, n_devices or (int(np.prod([s for s in (config.data, config.fsdp, config.tensor)]))
                                               if -1 not in (config.data, config.fsdp, config.tensor)
                                               else jax.device_count()))
     mesh = jax.sharding.AbstractMesh(shape, MESH_AXES)
     shardings = param_shardings(abstract_params, mesh, rules)
     params = bytes_per_device(abstract_params, shardings)
+    replicated = replicated_params(abstract_params, mesh, rules)
     return {"mesh": dict(zip(MESH_AXES, shape)), "params_bytes_per_device": params,
             "opt_state_bytes_per_device": 2 * params,  # Adam's two moments, sharded like the params
             "ema_bytes_per_device": params,
-            "train_state_bytes_per_device": 4 * params}
+            "train_state_bytes_per_device": 4 * params,
+            # params a mesh axis does not divide, held whole (per device) instead of split
+            "replicated_params": replicated,
+            "replicated_params_bytes_per_device": sum(r["bytes"] for r in replicated)}
 
 
 def bytes_per_device(abstract_tree: Any, shardings: Any) -> int:

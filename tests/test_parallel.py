@@ -81,3 +81,34 @@ def test_indivisible_axes_are_dropped():
     mesh = parallel.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     spec = parallel._fit_spec(jax.sharding.PartitionSpec("fsdp", "tensor"), (3, 4), mesh)
     assert spec == jax.sharding.PartitionSpec(None, "tensor")
+
+
+def test_replicated_params_listed_with_their_bytes():
+    """A mesh axis that does not divide a dimension leaves the param whole on every device: the memory plan
+    says which params and how many bytes, instead of replicating them silently."""
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            init = nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp"))
+            a = self.param("a", init, (12, 16), jnp.float32)      # 12 = 3 x 4: fsdp=4 divides it
+            b = self.param("b", init, (10, 16), jnp.float32)      # 10: fsdp=4 does not
+            return x @ a + x[:, :10] @ b
+    boxed = jax.eval_shape(lambda: Net().init(jax.random.key(0), jnp.zeros((1, 12))))["params"]
+    plan = parallel.memory_plan(boxed, MeshConfig(data=1, fsdp=4, tensor=1))
+    assert plan["replicated_params"] == [{"param": "['b']", "shape": [10, 16], "dropped": {0: ["fsdp"]},
+                                          "bytes": 10 * 16 * 4}]
+    assert plan["replicated_params_bytes_per_device"] == 640
+    assert plan["params_bytes_per_device"] == 12 * 16 * 4 // 4 + 640
+    assert parallel.replicated_params(boxed, jax.sharding.AbstractMesh((1, 2, 1), parallel.MESH_AXES)) == []
+
+
+def test_activations_keep_the_batch_split_at_block_boundaries():
+    mesh = parallel.make_mesh(MeshConfig(data=2, fsdp=4, tensor=1))
+    x = jax.device_put(jnp.ones((8, 5, 6)), parallel.replicated(mesh))
+    with jax.set_mesh(mesh):
+        y = jax.jit(lambda x: parallel.constrain_activations(x * 2))(x)
+    assert y.sharding.spec[0] == ("data", "fsdp")
+    odd = jax.jit(parallel.constrain_activations)(jnp.ones((3, 4)))  # no mesh: unchanged, no error
+    assert odd.shape == (3, 4)
+    with jax.set_mesh(mesh):  # 3 rows: no batch axis divides them, so they stay whole
+        assert jax.jit(parallel.constrain_activations)(jnp.ones((3, 4))).sharding.spec[0] is None

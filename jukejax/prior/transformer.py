@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from jukejax.parallel import constrain_activations
 from jukejax.prior import attention as attn_lib
 from jukejax.prior.attention import CROSS
 from jukejax.prior.config import TransformerConfig
@@ -221,6 +222,7 @@ class _PeriodBlock(nn.Module):
     def __call__(self, x, encoder_kv):
         for j, f in enumerate(self.attn_funcs):
             x = ResAttnBlock(self.config, f, name=f"_attn_mods_{j}")(x, encoder_kv if f == CROSS else None)
+            x = constrain_activations(x)
         return x, None
 
 
@@ -248,7 +250,7 @@ class Transformer(nn.Module):
         else:
             block = nn.remat(ResAttnBlock) if c.remat else ResAttnBlock
             for d, f in enumerate(funcs):
-                x = block(c, f, name=f"_attn_mods_{d}")(x, encoder_kv if f == CROSS else None)
+                x = constrain_activations(block(c, f, name=f"_attn_mods_{d}")(x, encoder_kv if f == CROSS else None))
         return x.astype(jnp.float32)  # original fp16_out=False
 
 

@@ -50,6 +50,25 @@ def _blocks(params: Any, config: AutoregressiveConfig) -> List[ResAttnBlock]:
             for d, f in enumerate(config.attn_funcs)]
 
 
+def decode_params(params: Any, config) -> Any:
+    """Params with every transformer dense layer's kernel and bias in the compute dtype: exactly what each
+    `nn.Dense` casts them to on every call, done once. Sampling casts at load (half the HBM for bf16) and the
+    window function again outside its token loop (a no-op then), so no step re-reads fp32 weights to convert
+    them. LayerNorms and the embedding tables stay as stored. `params` is a whole prior's tree (with "prior")
+    or the autoregressive model's (with "transformer"); `config` a PriorConfig or its transformer config."""
+    dtype = jnp.dtype(getattr(config, "transformer", config).compute_dtype)
+
+    def cast(path, x):
+        names = [getattr(k, "key", None) for k in path]
+        if "transformer" in names and not any(n in ("ln_0", "ln_1") for n in names) and \
+                jnp.issubdtype(x.dtype, jnp.floating):
+            return x.astype(dtype)
+        return x
+    if "prior" in params:
+        return dict(params, prior=jax.tree_util.tree_map_with_path(cast, params["prior"]))
+    return jax.tree_util.tree_map_with_path(cast, params)
+
+
 def _check_inputs(config: AutoregressiveConfig, encoder_kv: Optional[jax.Array]) -> None:
     if config.only_encode:
         raise ValueError("an only_encode model (the lyric encoder) has no logits to sample from")
@@ -247,6 +266,7 @@ def draw(keys: jax.Array, logits: jax.Array, t: jax.Array, temperature: jax.Arra
 
 def _sample_window(params, cache, key, buffer, x_cond, y_cond, encoder_kv, temperature, *, config, n_prefix,
                    n_total, top_k, top_p):
+    params = decode_params(params, config)
     n = buffer.shape[0]
     keys = row_keys(key, n)
     cache, logits = _prefill(params, config, cache, buffer[:, :n_prefix], x_cond, y_cond, encoder_kv)

@@ -77,7 +77,10 @@ def _sampling_mesh(s: SampleSettings):
 
 
 def _place_params(params, config, mesh):
-    """Prior params on the mesh by their logical axes (fsdp/tensor splits for big priors, else replicated)."""
+    """Prior params on the mesh by their logical axes (fsdp/tensor splits for big priors, else replicated), the
+    transformer's dense layers in the compute dtype (`decode.decode_params`: cast once, not every token)."""
+    from jukejax.sample import decode
+    params = decode.decode_params(params, config)
     if mesh is None:
         return params
     from jukejax import parallel

@@ -150,6 +150,7 @@ def _sample_rows(params, cache, keys, buffer, x_cond, y_cond, encoder_kv, temper
                  n_total, top_k, top_p):
     """`decode.sample_window` with one key per row (the item's), so a row's tokens do not depend on which
     other rows share its batch."""
+    params = decode.decode_params(params, config)  # once per window, outside the token loop
     cache, logits = decode.prefill(params, config, buffer[:, :n_prefix], x_cond, y_cond, encoder_kv, cache=cache)
     first = decode.draw(keys, logits, jnp.int32(n_prefix), temperature, top_k, top_p)
     buffer = buffer.at[:, n_prefix].set(first)

@@ -88,25 +88,8 @@ class Trainer:
         self._step_fn = self._eval_fn = None
 
     # ----- state -------------------------------------------------------------------------------------
-    def _abstract_state(self, batch) -> Any:
-        rng = jax.random.PRNGKey(self.config.train.seed)
-
-        def make(rng, batch):
-            variables = self.task.init_variables(rng, batch)
-            return state_lib.init_state(nn.unbox(variables), self.tx, rng, self.config.optim), variables
-        abstract_state, boxed = jax.eval_shape(make, rng, batch)
-        return abstract_state, boxed
-
     def state_shardings(self, batch) -> Any:
-        abstract, boxed = self._abstract_state(batch)
-        param_sh = parallel.param_shardings(boxed["params"], self.mesh)
-        rep = parallel.replicated(self.mesh)
-        # Optimiser moments and the EMA mirror the params' tree and are sharded like them.
-        return abstract.replace(
-            step=rep, params=param_sh, extra=jax.tree.map(lambda _: rep, abstract.extra),
-            opt_state=_map_param_like(abstract.opt_state, abstract.params, param_sh, rep),
-            ema_params=None if abstract.ema_params is None else param_sh,
-            rng=rep, skipped=rep, skipped_in_a_row=rep), abstract
+        return train_state_shardings(self.task, self.tx, self.config, self.mesh, batch)
 
     def init(self, batch) -> state_lib.TrainState:
         shardings, abstract = self.state_shardings(batch)
@@ -175,8 +158,7 @@ class Trainer:
     # ----- the loop ----------------------------------------------------------------------------------
     def compiled_step(self):
         if self._step_fn is None:
-            self._step_fn = jax.jit(state_lib.make_train_step(self.task.loss_fn, self.tx, self.config.optim),
-                                    donate_argnums=0)
+            self._step_fn = jit_train_step(self.task, self.tx, self.config.optim)
         return self._step_fn
 
     def run(self, max_consecutive_skips: int = 20, stop_after: Optional[int] = None) -> Dict[str, list]:
@@ -300,6 +282,29 @@ class Trainer:
         if means:
             log.info("eval step %d: %s", step, json.dumps({k: round(v, 5) for k, v in means.items()}))
         return means
+
+
+def train_state_shardings(task: Task, tx, config: LoopConfig, mesh, batch) -> Any:
+    """(shardings, abstract train state) for `batch` on `mesh`: params by their logical axes, the optimizer
+    moments and the EMA like the params, everything else replicated. Shapes only; nothing is allocated."""
+    rng = jax.random.PRNGKey(config.train.seed)
+
+    def make(rng, batch):
+        variables = task.init_variables(rng, batch)
+        return state_lib.init_state(nn.unbox(variables), tx, rng, config.optim), variables
+    abstract, boxed = jax.eval_shape(make, rng, batch)
+    param_sh = parallel.param_shardings(boxed["params"], mesh)
+    rep = parallel.replicated(mesh)
+    return abstract.replace(
+        step=rep, params=param_sh, extra=jax.tree.map(lambda _: rep, abstract.extra),
+        opt_state=_map_param_like(abstract.opt_state, abstract.params, param_sh, rep),
+        ema_params=None if abstract.ema_params is None else param_sh,
+        rng=rep, skipped=rep, skipped_in_a_row=rep), abstract
+
+
+def jit_train_step(task: Task, tx, optim: OptimConfig):
+    """The jitted train step the loop runs (the state donated); `jukejax.aot` compiles the same one."""
+    return jax.jit(state_lib.make_train_step(task.loss_fn, tx, optim), donate_argnums=0)
 
 
 def _map_param_like(tree, params, param_sh, rep):

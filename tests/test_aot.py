@@ -1,0 +1,78 @@
+"""`jukejax.aot`: the TPU compiler (libtpu) compiles a tiny prior's train step and sampling window for a
+v5e:2x2 slice on this CPU machine, reports the compiler's memory plan and estimates, and refuses a plan over
+HBM in one line before compiling."""
+import json
+
+import pytest
+
+pytest.importorskip("libtpu", reason="the TPU compiler comes with jukejax[tpu] / jukejax[test]")
+
+from configs import prior_5b_lyrics, tiny_prior  # noqa: E402
+from jukejax import aot  # noqa: E402
+from jukejax.prior.prior import prior_config  # noqa: E402
+
+TOPOLOGY = "v5e:2x2"
+
+
+@pytest.fixture(scope="module")
+def train_report():
+    return aot.compile_train(tiny_prior.get_config(), TOPOLOGY)
+
+
+@pytest.fixture(scope="module")
+def window_report():
+    return aot.compile_sampling(prior_config(tiny_prior.get_config()), TOPOLOGY, n_samples=4, vqvae=False)["reports"][0]
+
+
+def _check_common(report):
+    assert report["topology"] == TOPOLOGY and report["devices"] == 4 and report["chip"] == "TPU v5e"
+    m = report["memory_per_device"]
+    assert m["argument_bytes"] > 0 and m["generated_code_bytes"] > 0
+    assert m["total_bytes"] == (m["argument_bytes"] + m["output_bytes"] - m["alias_bytes"] + m["temp_bytes"]
+                                + m["generated_code_bytes"])
+    assert report["hbm_bytes_per_device"] == 16_000_000_000 and report["fits"]
+    assert report["flops_per_device"] > 0
+    assert report["estimated_seconds"] > 0 and report["roofline_seconds"] > 0
+    assert report["compile_seconds"] > 0
+    json.dumps(report)  # --json prints it
+
+
+def test_train_step_report(train_report):
+    _check_common(train_report)
+    assert train_report["name"] == "train step"
+    assert train_report["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}  # the config's data=-1
+    # data parallel: the gradients are summed across the 4 devices
+    assert "all-reduce" in train_report["collectives"], train_report["collectives"]
+    # the donated train state comes back in place
+    m = train_report["memory_per_device"]
+    assert m["alias_bytes"] >= 0.9 * m["output_bytes"] > 0
+    assert train_report["estimate_loops_exact"]
+
+
+def test_window_report(window_report):
+    _check_common(window_report)
+    step = window_report["step"]
+    n_ctx = prior_config(tiny_prior.get_config()).n_ctx
+    assert step["trips"] == n_ctx - 1  # position 0 comes from the prefill
+    assert step["estimated_seconds"] > 0 and step["floor_seconds"] > 0
+    assert step["compiler_stream_bytes_per_cycle"] > 100 and step["estimate_over_compiler_floor"] > 0
+    assert step["large_per_step_rewrites"] == []
+    assert window_report["mesh"]["data"] == 4 and window_report["collectives"] == {}  # rows decode independently
+    assert aot.format_report(window_report).count("\n") >= 4
+
+
+def test_over_hbm_refused_in_one_line_before_compiling():
+    config = prior_5b_lyrics.get_config()
+    with config.unlocked():
+        config.mesh.data, config.mesh.fsdp = -1, 1   # the 5B model's fp32 state whole on every 16 GB chip
+    with pytest.raises(aot.AOTError) as e:
+        aot.compile_train(config, TOPOLOGY)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "does not fit v5e:2x2" in message and "16.00 GB HBM" in message
+    assert "params['prior']['" in message and "try mesh fsdp=" in message
+
+
+def test_bad_topology_named():
+    with pytest.raises(aot.AOTError, match="expected CHIP:AxB"):
+        aot.target("v9x:2x2")
