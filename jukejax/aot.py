@@ -19,7 +19,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -30,7 +29,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding
 
 from jukejax import hlo, parallel
-from jukejax.config import ConfigError, MeshConfig
+from jukejax.config import MeshConfig
 from jukejax.errors import UserError
 
 
@@ -173,7 +172,14 @@ def analyse(name: str, compiled, tgt: Target, compile_seconds: float, must_move_
             body, trips, trip_cycles = loops[0]
             floor = loop_floor_bytes / tgt.hbm_bandwidth
             rate = compiler_stream_rate(tgt)
-            report["step"] = {"trips": trips, "estimated_seconds": trip_cycles / tgt.chip.clock_hz,
+            sync = trip_cycles / tgt.chip.clock_hz
+            streamed = module.async_copy_bytes(body) / tgt.hbm_bandwidth
+            report["step"] = {"trips": trips, "estimated_seconds": sync,
+                              # the summed estimates leave out the asynchronous copies (weights streamed into
+                              # on-chip memory); with them, the step takes between these two
+                              "async_copy_bytes": module.async_copy_bytes(body),
+                              "overlapped_seconds": max(sync, streamed), "serial_seconds": sync + streamed,
+                              "overlapped_over_floor": max(sync, streamed) / floor,
                               "floor_bytes": int(loop_floor_bytes), "floor_seconds": floor,
                               "estimate_over_floor": trip_cycles / tgt.chip.clock_hz / floor,
                               "compiler_stream_bytes_per_cycle": rate,
@@ -511,6 +517,9 @@ def format_report(report: Dict[str, Any]) -> str:
                      f"{s['estimate_over_floor']:.2f}x ({s['estimate_over_compiler_floor']:.2f}x of the floor at the "
                      f"compiler's best streaming rate, {s['compiler_stream_bytes_per_cycle']:.0f} bytes/cycle); "
                      f"{s['trips']} steps per window")
+        lines.append(f"  with its {_fmt_bytes(s['async_copy_bytes'])} of asynchronous copies (in no op's estimate): "
+                     f"{_fmt_seconds(s['overlapped_seconds'])} if they overlap the ops "
+                     f"({s['overlapped_over_floor']:.2f}x floor), {_fmt_seconds(s['serial_seconds'])} if not")
         rewrites = s["large_per_step_rewrites"]
         lines.append("  inside the token loop: " + (
             f"{len(rewrites)} large converts/selects/copies, largest {rewrites[0]['opcode']} {rewrites[0]['shape']}"
@@ -573,52 +582,48 @@ def with_prior_overrides(config, dtype: str = "", scan: bool = False):
     return config
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _define_flags() -> None:
+    """The command line of `python -m jukejax.aot` (defined only when run as a program: train.py and sample.py
+    define their own --config and --json)."""
     from absl import flags
     from ml_collections import config_flags
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "a configs/*.py file (a VQ-VAE or a prior)", flag_values=fv,
-                                    lock_config=True)
-    flags.DEFINE_string("compile_for", None, "TPU topology, e.g. v5e:2x2, v5p:2x2x1, v4:2x2x1, v5e:1x1",
-                        flag_values=fv)
-    flags.DEFINE_bool("sample", False, "compile the prior's sampling window instead of its train step",
-                      flag_values=fv)
-    flags.DEFINE_integer("n_samples", 1, "with --sample: samples decoded together", flag_values=fv)
-    flags.DEFINE_bool("vqvae", True, "with --sample: also compile the level's VQ-VAE decoder", flag_values=fv)
-    flags.DEFINE_string("mesh", "-1,1,1", "with --sample: data,fsdp,tensor", flag_values=fv)
-    flags.DEFINE_string("cache_dtype", "", "with --sample: KV-cache dtype ('' = the compute dtype)", flag_values=fv)
-    flags.DEFINE_string("dtype", "", "prior compute dtype, e.g. bfloat16 ('' = the config's)", flag_values=fv)
-    flags.DEFINE_bool("scan", False, "scan the prior's layers over the attention pattern's period (training)",
-                      flag_values=fv)
-    flags.DEFINE_bool("json", False, "print one JSON object", flag_values=fv)
-    flags.DEFINE_string("hlo_dir", "", "write each compiled module's optimised HLO text here", flag_values=fv)
-    try:
-        fv(list(argv if argv is not None else sys.argv))
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-        message = " ".join(str(e).split()) or type(e).__name__
-        if isinstance(e, (AttributeError, KeyError)):
-            message = f"unknown config field {message.strip(chr(39) + chr(34))!r} (the config file lists its fields)"
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    config_flags.DEFINE_config_file("config", None, "a configs/*.py file (a VQ-VAE or a prior)", lock_config=True)
+    flags.DEFINE_string("compile_for", None, "TPU topology, e.g. v5e:2x2, v5p:2x2x1, v4:2x2x1, v5e:1x1")
+    flags.DEFINE_bool("sample", False, "compile the prior's sampling window instead of its train step")
+    flags.DEFINE_integer("n_samples", 1, "with --sample: samples decoded together")
+    flags.DEFINE_bool("vqvae", True, "with --sample: also compile the level's VQ-VAE decoder")
+    flags.DEFINE_string("mesh", "-1,1,1", "with --sample: data,fsdp,tensor")
+    flags.DEFINE_string("cache_dtype", "", "with --sample: KV-cache dtype ('' = the compute dtype)")
+    flags.DEFINE_string("dtype", "", "prior compute dtype, e.g. bfloat16 ('' = the config's)")
+    flags.DEFINE_bool("scan", False, "scan the prior's layers over the attention pattern's period (training)")
+    flags.DEFINE_bool("json", False, "print one JSON object")
+    flags.DEFINE_string("hlo_dir", "", "write each compiled module's optimised HLO text here")
+
+
+def _main() -> int:
+    from absl import flags
+    fv = flags.FLAGS
     global HLO_DIR
     HLO_DIR = fv.hlo_dir or None
-    try:
-        if fv.config is None or not fv.compile_for:
-            raise AOTError("--config and --compile_for are required")
-        config = with_prior_overrides(fv.config, fv.dtype, fv.scan)
-        if fv.sample:
-            from jukejax.prior.prior import prior_config
+    if fv.config is None or not fv.compile_for:
+        raise AOTError("--config and --compile_for are required")
+    config = with_prior_overrides(fv.config, fv.dtype, fv.scan)
+    if fv.sample:
+        from jukejax.prior.prior import prior_config
+        try:
             mesh = MeshConfig(*[int(x) for x in fv.mesh.split(",")])
-            reports = compile_sampling(prior_config(config), fv.compile_for, fv.n_samples, mesh,
-                                       fv.cache_dtype or None, vqvae=fv.vqvae)["reports"]
-        else:
-            reports = [compile_train(config, fv.compile_for)]
-    except (UserError, ConfigError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        except ValueError:
+            raise AOTError(f"--mesh {fv.mesh!r}: expected three integers data,fsdp,tensor") from None
+        reports = compile_sampling(prior_config(config), fv.compile_for, fv.n_samples, mesh, fv.cache_dtype or None,
+                                   vqvae=fv.vqvae)["reports"]
+    else:
+        reports = [compile_train(config, fv.compile_for)]
     _print(reports, fv.json)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import logging
+    from jukejax.cli import absl_main, run_absl
+    _define_flags()
+    run_absl(absl_main(_main), logging.WARNING)

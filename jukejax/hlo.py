@@ -177,6 +177,19 @@ class Module:
                 out.append((body, self.trip_count(computation, inst), trip))
         return out
 
+    def async_copy_bytes(self, computation: str) -> int:
+        """Bytes the asynchronous copies of `computation` move (`copy-start` / `slice-start`: on TPU, weights
+        and cache slices streamed from HBM into on-chip memory while other ops run). Their time is not in
+        any op's `estimated_cycles`."""
+        total = 0
+        for inst in self.computations.get(computation, ()):
+            if inst.opcode in ("copy-start", "slice-start"):
+                arrays = _SHAPE.findall(inst.shape)
+                if len(arrays) >= 2:  # (source(s), destination, context): the destination is the last array but one
+                    dtype, dims = arrays[-2]
+                    total += _DTYPE_BYTES.get(dtype, 0) * math.prod(int(d) for d in dims.split(",") if d)
+        return total
+
     def collectives(self) -> Dict[str, Dict[str, int]]:
         """{kind: {"count", "bytes"}} of the collectives anywhere in the module (each op once, not per trip)."""
         out: Dict[str, Dict[str, int]] = {}

@@ -111,4 +111,5 @@ def test_activations_keep_the_batch_split_at_block_boundaries():
     odd = jax.jit(parallel.constrain_activations)(jnp.ones((3, 4)))  # no mesh: unchanged, no error
     assert odd.shape == (3, 4)
     with jax.set_mesh(mesh):  # 3 rows: no batch axis divides them, so they stay whole
-        assert jax.jit(parallel.constrain_activations)(jnp.ones((3, 4))).sharding.spec[0] is None
+        spec = jax.jit(parallel.constrain_activations)(jnp.ones((3, 4))).sharding.spec
+    assert tuple(spec)[:1] in ((), (None,))
