@@ -624,6 +624,6 @@ def _main() -> int:
 
 if __name__ == "__main__":
     import logging
-    from jukejax.cli import absl_main, run_absl
+    from jukejax.cli import absl_entry_point
     _define_flags()
-    run_absl(absl_main(_main), logging.WARNING)
+    absl_entry_point(_main, __name__, logging.WARNING)

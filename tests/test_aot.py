@@ -77,3 +77,12 @@ def test_over_hbm_refused_in_one_line_before_compiling():
 def test_bad_topology_named():
     with pytest.raises(aot.AOTError, match="expected CHIP:AxB"):
         aot.target("v9x:2x2")
+
+
+def test_command_line_reports_a_bad_topology_in_one_line():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "jukejax.aot", "--config=configs/tiny_prior.py", "--compile_for=v9:2x2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: --compile_for 'v9:2x2': expected CHIP:AxB")
