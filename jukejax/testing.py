@@ -1,6 +1,7 @@
 """Synthetic music for tests and smoke runs: nothing can be downloaded, so tests make their own songs."""
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 from typing import Optional, Sequence
@@ -69,3 +70,16 @@ def make_codes_dataset(root, hop_lengths: Sequence[int] = (4, 8, 16), sr: int = 
     codes_lib.encode_dataset(str(root / "data"), str(root / "codes"), fake_encode_fn(hop_lengths),
                              hop_lengths=hop_lengths, chunk_seconds=1.0, context_seconds=0.0)
     return root / "codes"
+
+
+@contextlib.contextmanager
+def fast_compiles():
+    """XLA with most optimisations off, for tests of tiny programs where compiling dominates and XLA's
+    optimisations are not what is under test."""
+    import jax
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)

@@ -18,6 +18,7 @@ from jukejax.prior.autoregressive import ConditionalAutoregressive
 from jukejax.prior.config import AutoregressiveConfig
 from jukejax.sample import cache as C
 from jukejax.sample import decode
+from jukejax.testing import fast_compiles
 
 N_CTX, WIDTH, BINS, BATCH = 64, 32, 40, 2
 TOL = 1e-5
@@ -41,12 +42,9 @@ CONSISTENCY = [(name, None) for name in CASES if name != "scanned_2"] + [(name, 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-    """Compiling dominates these tiny programs; XLA's optimisations are not what is under test."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+def _fast_compiles():
+    with fast_compiles():
+        yield
 
 
 def max_rel_err(got, want) -> float:

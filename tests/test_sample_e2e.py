@@ -23,7 +23,7 @@ from jukejax.prior.prior import Prior, prior_config
 from jukejax.sample import modes, outputs
 from jukejax.sample import run as run_lib
 from jukejax.sample.bundle import load_bundle
-from jukejax.testing import melody
+from jukejax.testing import fast_compiles, melody
 from jukejax.vqvae.model import VQVAE
 
 SR = 8000
@@ -34,12 +34,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-    """Compiling dominates these tiny programs; XLA's optimisations are not what is under test."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+def _fast_compiles():
+    with fast_compiles():
+        yield
 
 
 def _save_prior(directory: pathlib.Path, cd, seed: int) -> None:

@@ -16,6 +16,7 @@ from jukejax.sample import outputs
 from jukejax.sample import run as run_lib
 from jukejax.sample import settings as settings_lib
 from jukejax.sample.bundle import load_bundle
+from jukejax.testing import fast_compiles
 from jukejax.vqvae.codes import CodesError, check_codes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -348,14 +349,10 @@ def test_a_two_level_model_samples_without_per_level_flags(tmp_path):
         params = jax.jit(Prior(pc).init)(jax.random.key(level), jnp.zeros((1, pc.n_ctx), jnp.int32), z_cond,
                                          jnp.zeros((1, pc.y_width), jnp.int32))
         save_variables(str(root / f"prior_level_{level}"), cd, nn.unbox(params))
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
+    with fast_compiles():
         result = run_lib.run(dict(checkpoint=str(root), sample_length_in_seconds=0.128, n_samples=1,
                                   total_sample_length_in_seconds=2.0,
                                   progress=False, alignment=False), tmp_path / "out")
-    finally:
-        jax.config.update("jax_disable_most_optimizations", previous)
     assert result.levels == [1, 0] and result.zs[1].shape == (1, 128) and result.zs[0].shape == (1, 256)
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["per_level"] == {"1": dict(hop=8, temperature=0.99), "0": dict(hop=32, temperature=0.99)}
