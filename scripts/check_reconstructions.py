@@ -28,8 +28,8 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jukejax.cli import print_error  # noqa: E402
-from jukejax.errors import USER_ERRORS, UserError  # noqa: E402
+from jukejax.cli import add_traceback_argument, run_reporting_user_errors  # noqa: E402
+from jukejax.errors import UserError  # noqa: E402
 
 
 def chroma(x: np.ndarray, sr: int, n_fft: int = 4096, hop: int = 1024, fmin: float = 60.0,
@@ -152,13 +152,15 @@ def main(argv=None) -> int:
     parser.add_argument("--skip_seconds", type=float, default=5.0, help="start this far into each song")
     parser.add_argument("--update_card", action="store_true",
                         help="store the result in MODEL/training.json and rewrite MODEL/MODEL_CARD.md")
+    add_traceback_argument(parser)
     args = parser.parse_args(argv)
+    return run_reporting_user_errors(lambda: _run(args), traceback=args.traceback)
+
+
+def _run(args) -> int:
     data = pathlib.Path(args.data)
     data_dir = data / "data" if (data / "data").is_dir() else data
-    try:
-        result = check(str(data_dir), args.model, args.out, args.seconds, args.skip_seconds)
-    except USER_ERRORS as e:
-        return print_error(e)
+    result = check(str(data_dir), args.model, args.out, args.seconds, args.skip_seconds)
     levels = sum(1 for k in result["mean"] if k.startswith("sc_db_l"))
     print_table(result, levels, args.out)
     if args.update_card:

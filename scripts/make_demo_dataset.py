@@ -33,6 +33,9 @@ if str(ROOT) not in sys.path:
 
 import music21_corpus as mc  # noqa: E402  (scripts/ is this script's directory)
 
+from jukejax.cli import add_traceback_argument, run_reporting_user_errors  # noqa: E402
+from jukejax.errors import atomic_write_text  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -62,6 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true",
                    help="remove OUT/audio, OUT/midi, OUT/data and OUT/render_summary.json first")
     p.add_argument("--quiet", action="store_true", help="no line per piece")
+    add_traceback_argument(p)
     return p.parse_args(argv)
 
 
@@ -107,19 +111,18 @@ def print_summary(render: dict, build: dict | None, wall: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run_reporting_user_errors(lambda: _run(args), traceback=args.traceback)
+
+
+def _run(args) -> int:
     t0 = time.time()
     out = pathlib.Path(args.out).resolve()
-    try:
-        renderer = mc.find_renderer(soundfont=args.soundfont, install=args.install, gain=args.gain)
-        mc.corpus_root()  # says clearly if music21 is missing
-    except mc.Music21CorpusError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    renderer = mc.find_renderer(soundfont=args.soundfont, install=args.install, gain=args.gain)
+    mc.corpus_root()  # says clearly if music21 is missing
     if args.overwrite:
         _clear(out)
     elif (out / "data").exists():
-        print(f"error: {out / 'data'} exists; pass --overwrite to rebuild", file=sys.stderr)
-        return 2
+        raise mc.Music21CorpusError(f"{out / 'data'} exists; pass --overwrite to rebuild")
     out.mkdir(parents=True, exist_ok=True)
 
     pieces = mc.select_pieces(args.collections, args.max_pieces if args.max_pieces > 0 else None)
@@ -133,12 +136,8 @@ def main(argv=None) -> int:
             print(f"[{i + 1}/{n}] {piece.id}: {status} ({dt:.1f} s)", flush=True)
 
     t1 = time.time()
-    try:
-        render = mc.make_audio_folder(out, pieces, renderer, sr=render_sr, max_seconds=args.max_seconds,
-                                      on_long=args.on_long, progress=progress)
-    except mc.Music21CorpusError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    render = mc.make_audio_folder(out, pieces, renderer, sr=render_sr, max_seconds=args.max_seconds,
+                                  on_long=args.on_long, progress=progress)
     t_render = time.time() - t1
     build = None
     t_build = 0.0
@@ -159,7 +158,7 @@ def main(argv=None) -> int:
     if build is not None:
         saved["dataset"] = {k: build[k] for k in ("dataset_dir", "songs", "windows", "hours", "artists",
                                                   "genres", "num_skipped")}
-    summary_path.write_text(json.dumps(saved, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(summary_path, json.dumps(saved, indent=2, ensure_ascii=False) + "\n")
     return 0 if render["pieces_rendered"] else 1
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from check_reconstructions import check as check_reconstructions  # noqa: E402
 from model_card import write_model_card  # noqa: E402
 
+from jukejax.cli import add_traceback_argument, run_reporting_user_errors  # noqa: E402
 from jukejax.errors import atomic_write_text  # noqa: E402  (a kill mid-write must not leave half a record)
 
 STAGE_FILE = "demo_stage.json"      # in each stage's workdir once it has finished: what the model card reports
@@ -67,8 +68,12 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", default="30,25,20,20",
                         help="time budget per stage: vqvae, top prior, upsampler 1, upsampler 0")
     parser.add_argument("--steps", default="", help="override step counts per stage, e.g. 3000,3000,2000,2000")
+    add_traceback_argument(parser)
     args = parser.parse_args(argv)
+    return run_reporting_user_errors(lambda: _run(args), traceback=args.traceback)
 
+
+def _run(args) -> int:
     import jax
     from jukejax.checkpoint import load_variables, save_variables
     from jukejax.data import codes as codes_lib
