@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--layer", type=int, default=8)
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--n_bootstrap", type=int, default=100)
+    p.add_argument("--samples_note", default="", help="how the samples were made, for the report")
+    p.add_argument("--update_card", metavar="MODEL", help="store the table in MODEL/training.json and rewrite "
+                                                          "MODEL/MODEL_CARD.md (e.g. models/demo)")
     args = p.parse_args(argv)
 
     from jukejax.embed import Embedder
@@ -125,7 +128,7 @@ def main(argv=None) -> int:
                         preset="frames", fps=args.fps, progress=False), embedder)
         rows[name], _ = load_rows(out, args.layer)
     seconds = {k: v.shape[0] / args.fps for k, v in rows.items()}
-    lines = ["| comparison | FAD (95% CI) | KAD x 1000 (95% CI) |", "|---|---|---|"]
+    results = []
     for label, a, b in (("held-out half A vs half B (floor)", "held_out_a", "held_out_b"),
                         ("samples vs held-out", "samples", "held_out"),
                         ("spectrally matched noise vs held-out (ceiling)", "noise", "held_out")):
@@ -134,19 +137,34 @@ def main(argv=None) -> int:
         bw = metrics.median_bandwidth(x, y)
         kad = metrics.bootstrap(lambda u, v: 1000 * metrics.kernel_distance(u, v, bw), x, y,
                                 n_resamples=args.n_bootstrap)
-        lines.append(f"| {label} | {fad['value']:.2f} ({fad['ci'][0]:.2f}-{fad['ci'][1]:.2f}) | "
-                     f"{kad['value']:.2f} ({kad['ci'][0]:.2f}-{kad['ci'][1]:.2f}) |")
-    table = "\n".join(lines)
+        results.append(dict(comparison=label, fad=fad["value"], fad_ci=fad["ci"], kad_x1000=kad["value"],
+                            kad_x1000_ci=kad["ci"]))
+    table = "\n".join(mc_table(results))
     done = json.loads((work / "held_out" / "done.json").read_text())
     note = (f"Held-out pieces rendered: {len(done['rendered'])} of 13"
             + (f" (not rendered: {', '.join(done['missing'])})" if done["missing"] else "") + ". "
             f"Top prior layer {args.layer} of {embedder.info.depth}, frames preset at {args.fps:g} frames/s; "
             f"audio: held-out {seconds['held_out']:.0f} s ({len(files)} songs, cut to {args.max_seconds:g} s), "
-            f"samples {seconds['samples']:.0f} s, noise {seconds['noise']:.0f} s; {args.n_bootstrap} bootstrap "
+            f"samples {seconds['samples']:.0f} s{' (' + args.samples_note + ')' if args.samples_note else ''}, noise {seconds['noise']:.0f} s; {args.n_bootstrap} bootstrap "
             f"resamples; render {t_render:.0f} s, total {time.time() - t0:.0f} s.")
     (work / "fad.md").write_text(table + "\n\n" + note + "\n")
     print(table + "\n\n" + note)
+    if args.update_card:
+        from jukejax.errors import atomic_write_text
+        from model_card import write_model_card
+
+        model = pathlib.Path(args.update_card)
+        card = json.loads((model / "training.json").read_text())
+        card["embedding_distances"] = dict(rows=results, note=note)
+        atomic_write_text(model / "training.json", json.dumps(card, indent=2) + "\n")
+        print(f"updated {write_model_card(model, card)}")
     return 0
+
+
+def mc_table(results):
+    """The Markdown table of `results` (also what scripts/model_card.py prints)."""
+    from model_card import embedding_distance_table
+    return embedding_distance_table(results)
 
 
 if __name__ == "__main__":

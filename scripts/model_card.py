@@ -12,6 +12,15 @@ def _fmt(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def embedding_distance_table(rows) -> list:
+    """Markdown lines: one row per comparison with FAD and KAD x 1000 and their bootstrap intervals."""
+    lines = ["| comparison | FAD (95% CI) | KAD x 1000 (95% CI) |", "|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['comparison']} | {r['fad']:.2f} ({r['fad_ci'][0]:.2f} to {r['fad_ci'][1]:.2f}) | "
+                     f"{r['kad_x1000']:.2f} ({r['kad_x1000_ci'][0]:.2f} to {r['kad_x1000_ci'][1]:.2f}) |")
+    return lines
+
+
 def write_model_card(out: pathlib.Path, card: dict) -> pathlib.Path:
     """MODEL_CARD.md from the measured numbers in training.json (nothing here is typed in by hand)."""
     data = card.get("data", {})
@@ -69,6 +78,14 @@ def write_model_card(out: pathlib.Path, card: dict) -> pathlib.Path:
             if f"sc_db_l{level}" in m:
                 lines.append(f"| {level} | {m[f'sc_db_l{level}']:.1f} dB | {m[f'chroma_l{level}']:.3f} | "
                              f"{_fmt(m.get(f'chroma_other_l{level}'))} |")
+    distances = card.get("embedding_distances")
+    if distances:
+        lines += ["", "## FAD / KAD of samples against held-out songs", "",
+                  "`scripts/demo_fad.py` (`jukejax.embed` + `jukejax.eval`): Fréchet audio distance and kernel (MMD) "
+                  "distance between the top prior's activations of `make sample`-style samples and of held-out songs, "
+                  "next to two held-out halves (the floor: real vs real) and noise with the held-out songs' spectra "
+                  "(the ceiling). Lower is closer.", ""]
+        lines += embedding_distance_table(distances["rows"]) + ["", distances["note"]]
     lines += ["", "## Limits", "", "Trained for minutes, not weeks: expect textures and rough pitch contours of the "
               "training collections, not coherent pieces. The "
               "scores are public domain; the FluidR3 soundfont is MIT-licensed.", ""]

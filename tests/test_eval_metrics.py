@@ -90,3 +90,16 @@ def test_cli_on_embed_folders(tmp_path, capsys):
     assert "--layer" in capsys.readouterr().err
     assert main(["fad", "--ref", str(ref), "--gen", str(tmp_path / "none"), "--layer", "3"]) == 2
     assert "--gen" in capsys.readouterr().err
+
+
+def test_model_card_prints_the_distance_table(tmp_path):
+    from script_modules import load_script
+
+    model_card = load_script("model_card")
+    rows = [dict(comparison="samples vs held-out", fad=12.345, fad_ci=[10.0, 15.5], kad_x1000=3.21,
+                 kad_x1000_ci=[2.5, 4.0])]
+    path = model_card.write_model_card(tmp_path, {"embedding_distances": {"rows": rows, "note": "Layer 8 of 16."}})
+    text = path.read_text()
+    assert "## FAD / KAD of samples against held-out songs" in text
+    assert "| samples vs held-out | 12.35 (10.00 to 15.50) | 3.21 (2.50 to 4.00) |" in text
+    assert "Layer 8 of 16." in text
