@@ -250,15 +250,16 @@ def _abstract(tree: Any, shardings: Any) -> Any:
 
 
 def _compile(fn, *args, **kwargs):
-    # A TPU executable cannot be read back on this machine: keep it out of the persistent compilation cache.
-    cache_was = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
+    # A TPU executable cannot be read back on this machine: keep it out of the persistent compilation cache
+    # (once the cache is in use, only its minimum compile time keeps an entry out).
+    min_seconds = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float("inf"))
     try:
         start = time.perf_counter()
         compiled = fn.lower(*args, **kwargs).compile()
         return compiled, time.perf_counter() - start
     finally:
-        jax.config.update("jax_enable_compilation_cache", cache_was)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)
 
 
 # ------------------------------------------------------------------------------------------------------------
