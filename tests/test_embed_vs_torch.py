@@ -38,6 +38,7 @@ from jukejax.embed import preprocess  # noqa: E402
 from jukejax.embed.run import EmbedConfig, run  # noqa: E402
 from jukejax.prior.prior import prior_config  # noqa: E402
 from jukejax.prior.torch_keys import load_torch_prior  # noqa: E402
+from torch_reference import randomize  # noqa: E402
 from jukejax.testing import melody  # noqa: E402
 from jukejax.vqvae import load_hf_state_dict  # noqa: E402
 
@@ -134,15 +135,6 @@ def hf_activations(prior, tokens, y, layers):
 # ------------------------------------------------------------------------------------------------------------
 # One model, two implementations
 
-def _randomize(module, seed):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1.0 + 0.1 * noise if ("layer_norm" in name and name.endswith("weight")) else 0.1 * noise)
-    module.eval()
-
-
 class Pair:
     def __init__(self, root: pathlib.Path):
         torch.manual_seed(0)
@@ -176,7 +168,7 @@ class Pair:
             max_nb_genres=5, timing_dims=8, is_encoder_decoder=False, nb_relevant_lyric_tokens=0,
             merged_decoder=True, min_duration=1.0, max_duration=100.0), level=0, nb_priors=3)
         self.hf_prior.post_init()
-        _randomize(self.hf_prior, seed=1)
+        randomize(self.hf_prior, seed=1)
         params = load_torch_prior(dict(self.hf_prior.state_dict()), self.prior_config, hf=True)
         save_variables(str(root / "prior_level_2"), cd, {"params": params})
         self.root = root

@@ -25,6 +25,7 @@ from configs import vqvae as vqvae_config  # noqa: E402
 from configs._prior_defaults import prior_defaults  # noqa: E402
 from jukejax.prior.prior import Prior, prior_config  # noqa: E402
 from jukejax.prior.torch_keys import load_torch_prior  # noqa: E402
+from torch_reference import randomize  # noqa: E402
 
 pytestmark = pytest.mark.torch
 L_BINS = 32
@@ -34,15 +35,6 @@ TOL = 1e-5
 def rel_err(got, want) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
-
-
-def randomize(module, seed):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            p.copy_(1.0 + 0.1 * noise if ("layer_norm" in name and name.endswith("weight")) else 0.1 * noise)
-    module.eval()
 
 
 def ours(level, **prior):
