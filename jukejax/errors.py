@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import socket
 import uuid
-from typing import Union
+from typing import List, Union
 
 
 class UserError(ValueError):
@@ -62,3 +64,36 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
     """`atomic_write_bytes` of UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` exists on this host (another user's process counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def partial_dir_name(prefix: str) -> str:
+    """`<prefix><host>-<pid>-`: the start of a work folder's name that says which process owns it, so that
+    `remove_dead_partials` can tell a killed run's leftovers from a live run's folder."""
+    return f"{prefix}{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_dead_partials(parent: Union[str, os.PathLike], prefix: str) -> List[pathlib.Path]:
+    """Delete the `partial_dir_name(prefix)*` folders in `parent` whose owner process on this host is gone
+    (a run killed with -9 cannot clean up after itself). Folders of other hosts or of live processes stay."""
+    host = socket.gethostname()
+    removed = []
+    for path in pathlib.Path(parent).glob(f"{prefix}*"):
+        parts = path.name[len(prefix):].rsplit("-", 2)  # host (may hold '-'), pid, mkdtemp's suffix
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid() and not process_running(pid) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

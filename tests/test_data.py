@@ -179,6 +179,28 @@ def test_existing_dataset_needs_overwrite(songs, built):
         build_dataset(_config(root), out)
 
 
+def test_a_killed_builds_leftovers_go_with_the_next_build(songs, tmp_path):
+    """kill -9 leaves `.jukejax_music.incomplete-<host>-<pid>-*`; the next successful build removes those of
+    dead processes on this host and keeps those of live ones (a build running beside it)."""
+    import socket
+    import subprocess
+    root, _ = songs
+    out = tmp_path / "data"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    killed = out / f"{builder_mod.INCOMPLETE_PREFIX}{host}-{dead.pid}-abc123"
+    live = out / f"{builder_mod.INCOMPLETE_PREFIX}{host}-{os.getppid()}-def456"
+    other_host = out / f"{builder_mod.INCOMPLETE_PREFIX}elsewhere-{dead.pid}-ghi789"
+    for leftover in (killed, live, other_host):
+        (leftover / "partial").mkdir(parents=True)
+    build_dataset(_config(root), out)
+    assert not killed.exists()
+    assert live.exists() and other_host.exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == sorted([live.name, other_host.name])
+
+
 def _write(path, seconds, sr=SR, channels=2):
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, _noise_chirp(int(seconds * sr), seed=7, channels=channels), sr, subtype="PCM_16")

@@ -11,6 +11,7 @@ import shutil
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from jukejax.convert import torch_io
+from jukejax.errors import process_running
 from jukejax.convert.component import (IDS, MANIFEST, README, VQVAE, Component, ConversionError, convert_component,
                                        write_workdir)
 
@@ -25,7 +26,7 @@ class OutputDir:
             raise ConversionError(f"{self.final}: already exists and is not empty; choose a new --out")
         for stale in self.final.parent.glob(f"{glob.escape(self.final.name)}.partial-*"):
             pid = stale.name.rsplit("-", 1)[1]
-            if pid.isdigit() and (int(pid) == os.getpid() or not _running(int(pid))):
+            if pid.isdigit() and (int(pid) == os.getpid() or not process_running(int(pid))):
                 shutil.rmtree(stale, ignore_errors=True)
         self.tmp = self.final.with_name(f"{self.final.name}.partial-{os.getpid()}")
         try:
@@ -41,16 +42,6 @@ class OutputDir:
 
     def abandon(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:      # another user's process
-        return True
-    return True
 
 
 def copy_ids(output: OutputDir, paths: Sequence[str]) -> List[str]:

@@ -39,7 +39,7 @@ from tensorflow_datasets.core import hashing as tfds_hashing
 
 from jukejax import audio as audio_lib
 from jukejax.config import ConfigError
-from jukejax.errors import UserError
+from jukejax.errors import UserError, partial_dir_name, remove_dead_partials
 from jukejax.names import name_key
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ PathLike = Union[str, os.PathLike]
 
 NAME = "jukejax_music"
 VERSION = "1.0.0"
+INCOMPLETE_PREFIX = f".{NAME}.incomplete-"  # + host-pid-: whose build it is (see jukejax.errors.remove_dead_partials)
 UNKNOWN = "unknown"
 METADATA_FILE = "metadata.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -604,7 +605,7 @@ def build_dataset(config: BuildConfig, data_dir: PathLike, *, overwrite: bool = 
         raise DatasetError(f"no usable audio in {config.audio_dir}: {len(plan.skipped)} file(s) skipped"
                            f"{': ' + reasons + more if reasons else ''}")
     data_dir.mkdir(parents=True, exist_ok=True)
-    tmp_root = pathlib.Path(tempfile.mkdtemp(prefix=f".{NAME}.incomplete-", dir=data_dir))
+    tmp_root = pathlib.Path(tempfile.mkdtemp(prefix=partial_dir_name(INCOMPLETE_PREFIX), dir=data_dir))
     try:
         if beam_lib is not None:
             builder = beam_lib.prepare(plan, tmp_root, runner, beam_options)
@@ -624,6 +625,8 @@ def build_dataset(config: BuildConfig, data_dir: PathLike, *, overwrite: bool = 
         os.rename(built, final)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+    for leftover in remove_dead_partials(data_dir, INCOMPLETE_PREFIX):
+        log.info("removed %s, left by a build that was killed", leftover)
     log.info("built %s: songs %s, windows %s, hours %s, %d file(s) skipped", final, summary["songs"],
              summary["windows"], {k: round(v, 3) for k, v in summary["hours"].items()}, len(plan.skipped))
     return summary
