@@ -15,7 +15,7 @@ SEED ?= 0
 SAMPLES ?= 2
 OUT ?= samples/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: test setup sample
+.PHONY: test test-fast setup sample
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,3 +37,7 @@ sample: $(RUN_STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# The edit loop: every test not marked slow (under ~3 minutes on an idle 2-core machine). CI runs `make test`.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)

@@ -2,10 +2,8 @@
 
 Train: python scripts/train_demo.py --data=DEMO_DATA --out=models/demo
 """
-from configs import demo_upsampler_1
+from jukejax import presets
 
 
 def get_config():
-    c = demo_upsampler_1.get_config(level=0)
-    c.prior.update(dict(n_ctx=1024, blocks=32))
-    return c
+    return presets.demo_upsampler(0)

@@ -6,15 +6,8 @@ Train (README recipe: --levels=2 --level=0 --sample_length=262144):
   python train.py --config=configs/small_upsampler.py --config.vqvae_checkpoint=runs/small_vqvae \
       --config.data.dataset_dir=DATA --workdir=runs/small_upsampler
 """
-from configs import small_vqvae
-from configs._prior_defaults import prior_defaults
+from jukejax import presets
 
 
 def get_config():
-    c = prior_defaults(level=0)
-    c.vqvae = small_vqvae.get_config().vqvae
-    c.prior.update(dict(n_ctx=8192, prior_width=1024, prior_depth=48, heads=1, c_res=1, attn_order=2, blocks=64,
-                        init_scale=0.7, cond_width=512, cond_depth=16, cond_dilation_growth_rate=3,
-                        cond_dilation_cycle=8, cond_c_res=1, labels=False))
-    c.optim.weight_decay = 0.01
-    return c
+    return presets.small_upsampler()

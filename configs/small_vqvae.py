@@ -6,13 +6,8 @@ clips use configs/my_music_vqvae.py (README, "Train on your own music").
 Train:  python train.py --config=configs/small_vqvae.py --config.data.dataset_dir=DATA --workdir=runs/small_vqvae
 (the README's run used --sample_length=262144 --bs=4 --aug_shift --aug_blend)
 """
-from configs import vqvae
+from jukejax import presets
 
 
 def get_config():
-    c = vqvae.get_config()
-    c.vqvae.update(dict(sr=22050, levels=2, downs_t=(5, 3), strides_t=(2, 2), hvqvae_multipliers=(1, 1),
-                        l_bins=1024, loss_fn="l2"))
-    c.data.update(dict(sample_length=262144, batch_size=4))
-    c.train.update(dict(num_steps=100_000, checkpoint_every=1000))
-    return c
+    return presets.small_vqvae()

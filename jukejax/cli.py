@@ -87,12 +87,14 @@ def _wants_traceback(argv: Sequence[str]) -> bool:
     return any(a in ("--traceback", "--traceback=true", "--traceback=True", "--traceback=1") for a in argv)
 
 
-def define_distributed_flags() -> None:
+def define_distributed_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """--coordinator_address/--num_processes/--process_id/--distributed, shared by train.py and sample.py."""
-    flags.DEFINE_string("coordinator_address", None, "multi-process: host:port of process 0")
-    flags.DEFINE_integer("num_processes", None, "multi-process: how many processes take part")
-    flags.DEFINE_integer("process_id", None, "multi-process: this process's index")
-    flags.DEFINE_bool("distributed", False, "multi-process: join using the cluster's environment (TPU pod, SLURM)")
+    flags.DEFINE_string("coordinator_address", None, "multi-process: host:port of process 0", flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "multi-process: how many processes take part",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "multi-process: this process's index", flag_values=flag_values)
+    flags.DEFINE_bool("distributed", False, "multi-process: join using the cluster's environment (TPU pod, SLURM)",
+                      flag_values=flag_values)
 
 
 def initialize_distributed_from_flags() -> bool:

@@ -1,8 +1,11 @@
 """Typed, frozen configuration built once from an ml_collections ConfigDict.
 
-`configs/*.py` return ConfigDicts (easy to override from the command line); model and data code only ever
-sees the frozen dataclasses below. `build(section_cls, cd, name)` validates every field once, early, and
-names the field and what was expected, so a typo or a wrong type never reaches a traceback deep in JAX.
+Each setting is defined once, as a field of a frozen dataclass (here, and `PriorHParams` in
+`jukejax.prior.prior`). `config_section(cls, **values)` turns a dataclass into the ConfigDict section that
+`jukejax.presets` and `configs/*.py` start from, so every field and its default comes from the dataclass and
+every field can be set from the command line (`--config.prior.dtype=bfloat16`); model and data code only
+ever sees the frozen dataclasses. `build(cls, section, name)` validates every field once, early, and names
+the field and what was expected, so a typo or a wrong type never reaches a traceback deep in JAX.
 """
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ import math
 import types
 import typing
 from typing import Any, Optional, Tuple
+
+import ml_collections
+from ml_collections import config_dict
 
 from jukejax.errors import UserError
 
@@ -95,11 +101,13 @@ class DataConfig:
     seed: int = 0
     worker_count: int = 0           # Grain worker processes (0: threads in the training process)
     mono: bool = True               # mix to one channel (random blend with aug_blend), as the released models
-    max_bow_genre_size: int = 1     # genre slots in the labels: 5 for v2 (5b) models, 1 for v3 (1b)
     num_epochs: Optional[int] = None  # None repeats forever
+    # Fields that older config.json files hold and that mean nothing now (see `build`): the genre slots of a
+    # prior's labels are `prior.max_bow_genre_size`, the only copy.
+    RETIRED = frozenset({"max_bow_genre_size"})
 
     def __post_init__(self):
-        _positive(self, "data", "sample_length", "batch_size", "max_bow_genre_size")
+        _positive(self, "data", "sample_length", "batch_size")
         if self.worker_count < 0:
             raise ConfigError(f"data.worker_count is {self.worker_count}; expected 0 or more")
         if self.num_epochs is not None and self.num_epochs <= 0:
@@ -203,13 +211,52 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def _placeholder_type(annotation: Any) -> type:
+    """The type a command-line override of an `Optional[X] = None` field is parsed as."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return typing.get_origin(args[0]) or args[0]
+
+
+def config_section(cls, omit: Tuple[str, ...] = (), **values: Any) -> ml_collections.ConfigDict:
+    """A ConfigDict section with the fields of the dataclass `cls`: its defaults, replaced by `values`.
+
+    The dataclass is the one definition of each setting; the section only mirrors it. A field whose default
+    is None becomes a typed placeholder, so `--config.prior.blocks=64` parses as an integer. `omit` leaves
+    out fields that do not apply to a kind of model (a prior's `data.sample_length` is its window); `build`
+    gives them their defaults.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in omit}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+    out = ml_collections.ConfigDict()
+    for name, field in fields.items():
+        if field.default is dataclasses.MISSING:
+            raise ConfigError(f"{cls.__name__}.{name} has no default; a config section needs one")
+        value = values.get(name, field.default)
+        if field.default is None:
+            out[name] = config_dict.placeholder(_placeholder_type(hints[name]))
+            if value is not None:
+                out[name] = value
+        else:
+            out[name] = value
+    return out
+
+
 def build(cls, section: Any, name: str):
-    """Build the frozen dataclass `cls` from a ConfigDict/dict section, validating every field."""
+    """Build the frozen dataclass `cls` from a ConfigDict/dict section, validating every field.
+
+    Keys named in the class's `RETIRED` set (fields of older versions, kept in saved config.json files) are
+    dropped; a config made by `config_section` cannot hold them, so the command line still refuses them.
+    """
     if section is None:
         section = {}
     items = dict(section.items()) if hasattr(section, "items") else None
     if items is None:
         raise ConfigError(f"config.{name} must be a mapping, got {type(section).__name__}")
+    for key in getattr(cls, "RETIRED", ()):
+        items.pop(key, None)
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(items) - fields)

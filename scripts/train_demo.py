@@ -36,8 +36,8 @@ STAGES = (("vqvae", "demo_vqvae"), ("prior_level_2", "demo_prior"), ("prior_leve
 
 
 def _config(name: str):
-    import importlib
-    return importlib.import_module(f"configs.{name}").get_config()
+    from jukejax import presets
+    return presets.get(name)
 
 
 def _name_tables(data_dir: pathlib.Path):

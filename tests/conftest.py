@@ -1,12 +1,10 @@
 """Test-session setup: 8 fake CPU devices (set before jax is imported) and a persistent compile cache."""
 import os
 import pathlib
-import sys
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # so tests can import configs/*
 
 import jax  # noqa: E402
 

@@ -162,7 +162,7 @@ def test_inconsistent_levels_and_hops():
 
 
 def test_unknown_config_override_is_one_line_on_the_command_line():
-    out = subprocess.run([sys.executable, "train.py", "--config=configs/tiny_vqvae.py", "--config.data.foo=1",
+    out = subprocess.run([sys.executable, "train.py", "--config=tests/tiny_configs.py:vqvae", "--config.data.foo=1",
                           "--describe"], cwd=str(ROOT), capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip() == "error: unknown config field 'foo' (the config file lists the fields it has)"
@@ -190,8 +190,8 @@ def test_full_disk_is_checked_before_work(tmp_path, monkeypatch):
 
 def test_truncated_checkpoint(tmp_path):
     from jukejax.checkpoint import CheckpointError, load_variables, save_variables
-    from configs import tiny_vqvae
-    save_variables(str(tmp_path), tiny_vqvae.get_config(), {"params": {"w": np.ones((4, 4), np.float32)}})
+    import tiny_configs
+    save_variables(str(tmp_path), tiny_configs.vqvae(), {"params": {"w": np.ones((4, 4), np.float32)}})
     for f in (tmp_path / "checkpoints" / "0" / "state").rglob("*"):
         if f.is_file() and f.stat().st_size > 64 and "manifest" not in f.name:
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])

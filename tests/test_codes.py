@@ -255,10 +255,10 @@ def _as_lists(record):
 
 
 def _tiny_vqvae(sr=SR, devices=None):
-    from configs import tiny_vqvae
+    import tiny_configs
     from jukejax.vqvae.model import VQVAE, abstract_variables
 
-    vq = build(VQVAEConfig, tiny_vqvae.get_config().vqvae, "vqvae")
+    vq = build(VQVAEConfig, tiny_configs.vqvae().vqvae, "vqvae")
     vq = dataclasses.replace(vq, sr=sr)
     model = VQVAE(vq)
     # Random weights drawn from the abstract shapes (a real `init` costs seconds of CPU compile here), with a
@@ -480,14 +480,14 @@ def test_cli_encodes_with_a_vqvae(audio_data, tmp_path, monkeypatch, capsys):
 
 def test_make_vqvae_encode_fn_loads_a_training_workdir(tmp_path):
     import orbax.checkpoint as ocp
-    from configs import tiny_vqvae
+    import tiny_configs
     from jukejax.checkpoint import write_config
 
     reference = _tiny_vqvae()
     variables = {k: v for k, v in reference._variables.items()}
     state = {"step": np.int32(3), "params": variables["params"], "ema_params": variables["params"],
              "extra": {"codebook": variables["codebook"]}}
-    config = tiny_vqvae.get_config()
+    config = tiny_configs.vqvae()
     write_config(str(tmp_path), config)
     with ocp.CheckpointManager((tmp_path / "checkpoints").absolute()) as manager:
         manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
@@ -502,13 +502,13 @@ def test_make_vqvae_encode_fn_loads_a_training_workdir(tmp_path):
 def _save_vqvae_workdir(workdir):
     """A training workdir (config + Orbax checkpoint) holding the tiny random VQ-VAE of `_tiny_vqvae`."""
     import orbax.checkpoint as ocp
-    from configs import tiny_vqvae
+    import tiny_configs
     from jukejax.checkpoint import write_config
 
     variables = dict(_tiny_vqvae()._variables)
     state = {"step": np.int32(1), "params": variables["params"], "ema_params": variables["params"],
              "extra": {"codebook": variables["codebook"]}}
-    write_config(str(workdir), tiny_vqvae.get_config())
+    write_config(str(workdir), tiny_configs.vqvae())
     with ocp.CheckpointManager((pathlib.Path(workdir) / "checkpoints").absolute()) as manager:
         manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
         manager.wait_until_finished()

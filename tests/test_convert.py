@@ -35,8 +35,7 @@ import ml_collections  # noqa: E402
 from transformers.models.deprecated.jukebox import (JukeboxConfig, JukeboxModel, JukeboxPriorConfig,  # noqa: E402
                                                     JukeboxVQVAEConfig)
 
-from configs import vqvae as vqvae_configs  # noqa: E402
-from configs._prior_defaults import prior_defaults  # noqa: E402
+from jukejax import presets  # noqa: E402
 from jukejax.checkpoint import load_variables  # noqa: E402
 from jukejax.config import VQVAEConfig, build  # noqa: E402
 from jukejax.convert import ConversionError, convert_hf, convert_openai, describe, hf_config  # noqa: E402
@@ -57,7 +56,7 @@ TINY_VQ_HF = dict(levels=3, res_downs_t=[2, 1, 1], res_strides_t=[2, 2, 2], embe
 TINY_VQ = dict(sr=8000, levels=3, downs_t=(2, 1, 1), strides_t=(2, 2, 2), emb_width=8, l_bins=32,
                hvqvae_multipliers=(2, 1, 1), width=8, depth=2, m_conv=1.0, dilation_growth_rate=3, dilation_cycle=None)
 RELEASED_VQ_HF = dict(sample_length=8192)          # HF's VQ-VAE defaults are the released shapes
-RELEASED_VQ = dict(sr=44100)                       # configs/vqvae.py is the released VQ-VAE
+RELEASED_VQ = dict(sr=44100)                       # presets.vqvae() is the released VQ-VAE
 MODEL_HF = dict(timing_dims=8, min_duration=1.0, max_duration=100.0)
 N_CTX, N_TOKENS = 64, 16
 
@@ -117,14 +116,13 @@ SHARED = dict(t_bins=8, min_duration=1.0, max_duration=100.0)
 
 
 def jukejax_configs(vq_fields, priors, genres):
-    vq = vqvae_configs.get_config()
+    vq = presets.vqvae()
     vq.vqvae.update(vq_fields)
     out = {}
     for level, fields in priors.items():
-        c = prior_defaults(level)
+        c = presets.prior(level)
         c.vqvae = ml_collections.ConfigDict(vq.vqvae.to_dict())
         c.prior.update(dict(SHARED, max_bow_genre_size=genres, **fields))
-        c.data.max_bow_genre_size = genres
         out[level] = c
     return vq, out
 
@@ -355,7 +353,7 @@ def test_hf_config_maps_to_the_hand_written_configs(name, request):
         assert got["model"] == "prior"
         assert got["prior"] == want["prior"], level
         assert got["vqvae"] == want["vqvae"]
-        assert got["data"]["max_bow_genre_size"] == src.genres
+        assert got["data"] == want["data"]          # one copy of max_bow_genre_size: prior's
 
 
 def test_original_key_names(tiny, released):
@@ -436,12 +434,12 @@ def test_output_layout_and_manifest(tiny):
 
 
 def test_model_flag_uses_the_released_configs(released, tmp_path):
-    # --model picks configs/vqvae.py etc.; the released-shape VQ-VAE converts with it alone.
+    # --model picks presets.vqvae() etc.; the released-shape VQ-VAE converts with it alone.
     assert cli(["--from", "openai", "--model", "1b_lyrics", "--vqvae", released.openai / "vqvae.pth.tar",
                 "--out", tmp_path / "out"]) == 0
     config, got, _ = load_variables(str(tmp_path / "out" / "vqvae"))
     _, ref, _ = load_variables(str(released.outs["openai"] / "vqvae"))
-    assert json.loads(config.to_json())["vqvae"] == json.loads(vqvae_configs.get_config().to_json())["vqvae"]
+    assert json.loads(config.to_json())["vqvae"] == json.loads(presets.vqvae().to_json())["vqvae"]
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), got, ref)
 
 

@@ -36,7 +36,7 @@ def test_two_processes_train_and_share_one_checkpoint(codes_dir, tmp_path):
     port = _free_port()
     workdir = tmp_path / "run"
     env = _env()
-    common = [sys.executable, str(ROOT / "train.py"), "--config=configs/tiny_prior.py",
+    common = [sys.executable, str(ROOT / "train.py"), "--config=tests/tiny_configs.py:prior",
               f"--config.data.codes_dir={codes_dir}", "--config.train.num_steps=3", "--config.train.log_every=1",
               "--config.train.checkpoint_every=3", "--config.mesh.data=-1", f"--workdir={workdir}",
               f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]

@@ -23,7 +23,7 @@ def codes_dir(tmp_path_factory):
 
 
 def _command(codes_dir, workdir):
-    return [sys.executable, str(ROOT / "train.py"), "--config=configs/tiny_prior.py",
+    return [sys.executable, str(ROOT / "train.py"), "--config=tests/tiny_configs.py:prior",
             f"--config.data.codes_dir={codes_dir}", f"--config.train.num_steps={STEPS}",
             "--config.train.log_every=1", "--config.train.checkpoint_every=4", "--config.train.eval_every=1000",
             "--config.mesh.data=1", f"--workdir={workdir}"]

@@ -21,8 +21,7 @@ pytest.importorskip("transformers")
 from transformers.models.deprecated.jukebox import configuration_jukebox as hf_cfg  # noqa: E402
 from transformers.models.deprecated.jukebox import modeling_jukebox as hf  # noqa: E402
 
-from configs import vqvae as vqvae_config  # noqa: E402
-from configs._prior_defaults import prior_defaults  # noqa: E402
+from jukejax import presets  # noqa: E402
 from jukejax.prior.prior import Prior, prior_config  # noqa: E402
 from jukejax.prior.torch_keys import load_torch_prior  # noqa: E402
 from torch_reference import randomize  # noqa: E402
@@ -38,10 +37,8 @@ def rel_err(got, want) -> float:
 
 
 def ours(level, **prior):
-    c = prior_defaults(level)
-    c.vqvae = vqvae_config.get_config().vqvae
+    c = presets.prior(level, **prior)
     c.vqvae.l_bins = L_BINS
-    c.prior.update(prior)
     return prior_config(c)
 
 

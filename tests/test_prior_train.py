@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from configs import tiny_prior, tiny_upsampler, tiny_vqvae
+import tiny_configs
 from jukejax.data import BuildConfig, build_dataset
 from jukejax.testing import write_songs
 from jukejax.train import run as run_lib
@@ -18,7 +18,7 @@ def vqvae_run(tmp_path_factory):
     data = root / "data"
     build_dataset(BuildConfig(audio_dir=str(audio), sr=SR, channels=1, window_seconds=2.0, test_fraction=0.2),
                   str(data))
-    config = tiny_vqvae.get_config()
+    config = tiny_configs.vqvae()
     config.data.dataset_dir = str(data)
     config.train.update(dict(num_steps=30, log_every=10, eval_every=30, checkpoint_every=30))
     run_lib.train(config, str(root / "vqvae"))
@@ -28,7 +28,7 @@ def vqvae_run(tmp_path_factory):
 @pytest.mark.slow
 def test_top_prior_learns_from_pre_encoded_codes(vqvae_run):
     root, data = vqvae_run
-    config = tiny_prior.get_config()
+    config = tiny_configs.prior()
     config.vqvae_checkpoint = str(root / "vqvae")
     config.data.dataset_dir = str(data)
     history = run_lib.train(config, str(root / "prior"))
@@ -44,7 +44,7 @@ def test_top_prior_learns_from_pre_encoded_codes(vqvae_run):
 @pytest.mark.slow
 def test_upsampler_trains_on_the_same_codes(vqvae_run):
     root, data = vqvae_run
-    config = tiny_upsampler.get_config()
+    config = tiny_configs.upsampler()
     config.data.codes_dir = str(root / "prior" / "codes")
     config.train.num_steps = 30
     history = run_lib.train(config, str(root / "upsampler"))
@@ -57,7 +57,7 @@ def test_upsampler_trains_on_the_same_codes(vqvae_run):
 def test_prior_trains_on_raw_audio_with_bf16_compute(vqvae_run):
     """The original's way (encode every batch with the frozen VQ-VAE), with bf16 compute / fp32 params."""
     root, data = vqvae_run
-    config = tiny_prior.get_config()
+    config = tiny_configs.prior()
     config.vqvae_checkpoint = str(root / "vqvae")
     config.data.dataset_dir = str(data)
     config.data.raw_audio = True
@@ -71,7 +71,7 @@ def test_prior_trains_on_raw_audio_with_bf16_compute(vqvae_run):
 
 
 def test_missing_codes_is_a_clear_error(tmp_path):
-    config = tiny_prior.get_config()
+    config = tiny_configs.prior()
     with pytest.raises(ValueError, match="no pre-encoded codes"):
         run_lib.train(config, str(tmp_path))
 
@@ -92,7 +92,7 @@ def test_fine_tuning_starts_from_a_model_folder(vqvae_run, tmp_path):
     import jax
     from jukejax.checkpoint import load_variables
     root, data = vqvae_run
-    config = tiny_vqvae.get_config()
+    config = tiny_configs.vqvae()
     config.data.dataset_dir = str(data)
     config.train.init_from = str(root / "vqvae")
     state = _init_state(config, str(tmp_path / "fine_tune"))

@@ -1,6 +1,6 @@
 """sample.py end to end on a tiny 3-level bundle with random weights (jukejax.sample.run, in process).
 
-Bundle: configs/tiny_vqvae.py (sr 8000, hops 4 / 8 / 16), the tiny top prior (level 2, n_ctx 64, v3 labels
+Bundle: tiny_configs.vqvae() (sr 8000, hops 4 / 8 / 16), the tiny top prior (level 2, n_ctx 64, v3 labels
 with timing), the tiny upsampler at level 1 and the same upsampler at level 0. Every run asks for 0.256 s
 (128 / 256 / 512 tokens) with hop_fraction 0.5, so the top level takes 3 windows, level 1 7 and level 0 15, and
 every run shares the same compiled shapes (windows primed with 0 or 32 tokens).
@@ -16,7 +16,8 @@ import pytest
 import soundfile as sf
 from flax import linen as nn
 
-from configs import sample_defaults, tiny_prior, tiny_upsampler, tiny_vqvae
+import tiny_configs
+from configs import sample_defaults
 from jukejax.checkpoint import save_variables
 from jukejax.config import VQVAEConfig, build
 from jukejax.prior.prior import Prior, prior_config
@@ -50,14 +51,14 @@ def _save_prior(directory: pathlib.Path, cd, seed: int) -> None:
 
 
 def _save_vqvae(directory: pathlib.Path) -> None:
-    cd = tiny_vqvae.get_config()
+    cd = tiny_configs.vqvae()
     config = build(VQVAEConfig, cd.vqvae, "vqvae")
     variables = jax.jit(VQVAE(config).init)({"params": jax.random.key(1)}, jnp.zeros((1, 64, 1)))
     save_variables(str(directory), cd, nn.unbox(variables))
 
 
 def level0_config():
-    cd = tiny_upsampler.get_config()
+    cd = tiny_configs.upsampler()
     cd.prior.level = 0
     return cd
 
@@ -72,7 +73,7 @@ def _write_ids(root: pathlib.Path) -> None:
 def bundle_dir(tmp_path_factory) -> pathlib.Path:
     root = tmp_path_factory.mktemp("bundle")
     _save_vqvae(root / "vqvae")
-    for level, cd in ((2, tiny_prior.get_config()), (1, tiny_upsampler.get_config()), (0, level0_config())):
+    for level, cd in ((2, tiny_configs.prior()), (1, tiny_configs.upsampler()), (0, level0_config())):
         _save_prior(root / f"prior_level_{level}", cd, 10 + level)
     _write_ids(root)
     return root
@@ -320,7 +321,7 @@ LYRIC_PRIORS = {
 
 @pytest.mark.parametrize("kind", sorted(LYRIC_PRIORS))
 def test_lyrics_priors_and_alignment(bundle_dir, tmp_path, kind):
-    cd = tiny_prior.get_config()
+    cd = tiny_configs.prior()
     cd.prior.update(dict(use_tokens=True, n_tokens=16, n_vocab=79, blocks=8, prime_loss_fraction=0.4,
                          **LYRIC_PRIORS[kind]))
     root = tmp_path / "lyrics_bundle"

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from jukejax import parallel
+import tiny_configs
 
-from configs import tiny_prior, tiny_upsampler, tiny_vqvae
+from jukejax import parallel
 from jukejax.config import DataConfig, MeshConfig, VQVAEConfig, build
 from jukejax.prior.prior import prior_config
 from jukejax.train import loop, run as run_lib
@@ -120,9 +120,9 @@ def _compare(got_losses, got_logs, got_trees, losses, logs, trees):
 
 @pytest.fixture(scope="module", params=["prior", "upsampler", "vqvae"])
 def reference(request, tmp_path_factory):
-    make_task, config = {"prior": (_prior_task, tiny_prior.get_config()),
-                         "upsampler": (_prior_task, tiny_upsampler.get_config()),
-                         "vqvae": (_vqvae_task, tiny_vqvae.get_config())}[request.param]
+    make_task, config = {"prior": (_prior_task, tiny_configs.prior()),
+                         "upsampler": (_prior_task, tiny_configs.upsampler()),
+                         "vqvae": (_vqvae_task, tiny_configs.vqvae())}[request.param]
     losses, trees, trainer = _run(make_task, config, (1, 1, 1), tmp_path_factory.mktemp("one"))
     assert np.isfinite(losses).all()
     return request.param, make_task, config, losses, trees, trainer.history["logs"]

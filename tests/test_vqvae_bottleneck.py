@@ -7,7 +7,9 @@ import pytest
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from configs import tiny_vqvae, vqvae as released_vqvae
+import tiny_configs
+
+from jukejax import presets
 from jukejax.config import VQVAEConfig, build
 from jukejax.vqvae import VQVAE, BottleneckBlock, count_params
 
@@ -172,13 +174,13 @@ def _train_step_traced(variables, x):
 
 
 def test_released_vqvae_param_count():
-    config = build(VQVAEConfig, released_vqvae.get_config().vqvae, "vqvae")
+    config = build(VQVAEConfig, presets.vqvae().vqvae, "vqvae")
     n = count_params(config)
-    assert abs(n - 1_485_763) <= 0.01 * 1_485_763, f"{n} trainable params, the PyTorch port has 1,485,763"
+    assert n == 1_485_763, f"{n} trainable params, the released VQ-VAE has 1,485,763"
 
 
 def test_vqvae_training_call_tiny():
-    config = build(VQVAEConfig, tiny_vqvae.get_config().vqvae, "vqvae")
+    config = build(VQVAEConfig, tiny_configs.vqvae().vqvae, "vqvae")
     model = VQVAE(config)
     x = jnp.asarray(np.random.default_rng(1).uniform(-0.5, 0.5, (2, 512, 1)), jnp.float32)
     variables = model.init({"params": jax.random.key(0)}, x, train=True)

@@ -15,7 +15,9 @@ import jax.numpy as jnp  # noqa: E402
 import torch  # noqa: E402
 from transformers.models.deprecated.jukebox import JukeboxVQVAE, JukeboxVQVAEConfig  # noqa: E402
 
-from configs import tiny_vqvae, vqvae as released_vqvae  # noqa: E402
+import tiny_configs  # noqa: E402
+
+from jukejax import presets  # noqa: E402
 from jukejax.config import VQVAEConfig, build  # noqa: E402
 from jukejax.convert.hf_config import hf_vqvae_kwargs  # noqa: E402
 from jukejax.vqvae import VQVAE, hf_to_openai_key, load_hf_state_dict, load_torch_state_dict  # noqa: E402
@@ -46,8 +48,8 @@ def _hf_model(config: VQVAEConfig, sample_length: int, seed: int) -> JukeboxVQVA
 class Pair:
     """An HF model, the jukejax variables loaded from it, one input, and jukejax's outputs on it."""
 
-    def __init__(self, config_module, batch: int, sample_length: int, seed: int, with_call: bool):
-        self.config = build(VQVAEConfig, config_module.get_config().vqvae, "vqvae")
+    def __init__(self, make_config, batch: int, sample_length: int, seed: int, with_call: bool):
+        self.config = build(VQVAEConfig, make_config().vqvae, "vqvae")
         self.hf = _hf_model(self.config, sample_length, seed)
         self.state_dict = {k: v.numpy() for k, v in self.hf.state_dict().items()}
         params, codebook = load_hf_state_dict(self.state_dict, self.config)
@@ -81,12 +83,12 @@ def _max_rel_err(a, b):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return Pair(tiny_vqvae, batch=2, sample_length=2048, seed=0, with_call=True)
+    return Pair(tiny_configs.vqvae, batch=2, sample_length=2048, seed=0, with_call=True)
 
 
 @pytest.fixture(scope="module")
 def released():
-    return Pair(released_vqvae, batch=1, sample_length=8192, seed=1, with_call=False)
+    return Pair(presets.vqvae, batch=1, sample_length=8192, seed=1, with_call=False)
 
 
 @pytest.mark.parametrize("name", ["tiny", "released"])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
@@ -27,6 +26,7 @@ import numpy as np
 import optax
 import torch
 
+from jukejax import presets
 from jukejax.bench.harness import Row, alternate, check_number
 from jukejax.prior.attention import (BLOCK, CROSS, DENSE, PREV_BLOCK, PRIME, SUMMARY, SUMMARY_SPREAD,
                                      TRANSPOSE_BLOCK)
@@ -36,23 +36,12 @@ from jukejax.sample import decode
 from jukejax.sample.cache import layer_shape
 
 
-def _configs_module():
-    """The repo's configs/ package (not installed with jukejax: it sits beside it)."""
-    try:
-        import configs._prior_defaults as defaults
-    except ImportError:
-        import pathlib
-        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-        import configs._prior_defaults as defaults
-    return defaults
-
-
 @dataclasses.dataclass(frozen=True)
 class BenchPrior:
     key: str
     title: str
     level: int                   # VQ-VAE level (0 = bottom); the HF port numbers its priors from the top
-    prior: Tuple[Tuple[str, Any], ...]   # overrides of configs/_prior_defaults.prior_defaults(level).prior
+    prior: Tuple[Tuple[str, Any], ...]   # PriorHParams changed from their defaults (jukejax.presets.prior)
 
     @property
     def hps(self) -> Dict[str, Any]:
@@ -83,10 +72,7 @@ _ATTENTION_PATTERN = {2: "raw_column_previous_row_attention", 12: "enc_dec_with_
 
 
 def jukejax_config(bench: BenchPrior, dtype: str = "float32") -> PriorConfig:
-    c = _configs_module().prior_defaults(bench.level)
-    c.prior.update(bench.hps)
-    c.prior.dtype = dtype
-    return prior_config(c)
+    return prior_config(presets.prior(bench.level, **bench.hps, dtype=dtype))
 
 
 def hf_prior_kwargs(pc: PriorConfig) -> Dict[str, Any]:

@@ -1,4 +1,4 @@
-"""VQ-VAE throughput at the released shapes (configs/vqvae.py): encode all 3 levels + decode level 0.
+"""VQ-VAE throughput at the released shapes (`jukejax.presets.vqvae`): encode all 3 levels + decode level 0.
 
 The port's `JukeboxVQVAE` is built with the same shapes and random weights (its init, plus random codebooks),
 and jukejax's variables come from it through `jukejax.vqvae.load_hf_state_dict`. The work timed per call is
@@ -8,7 +8,6 @@ XLA counts for the jukejax function (a compute roofline: the convs are wide enou
 """
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
 import jax
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from jukejax import presets
 from jukejax.bench.harness import Row, alternate, check_number
 from jukejax.config import VQVAEConfig, build
 from jukejax.convert.hf_config import hf_vqvae_kwargs
@@ -23,13 +23,7 @@ from jukejax.vqvae import VQVAE, load_hf_state_dict
 
 
 def released_config() -> VQVAEConfig:
-    try:
-        from configs import vqvae
-    except ImportError:
-        import pathlib
-        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-        from configs import vqvae
-    return build(VQVAEConfig, vqvae.get_config().vqvae, "vqvae")
+    return build(VQVAEConfig, presets.vqvae().vqvae, "vqvae")
 
 
 def hf_vqvae(config: VQVAEConfig, sample_length: int, seed: int = 0):

@@ -11,6 +11,7 @@ import ml_collections
 import ml_dtypes
 import numpy as np
 
+from jukejax import presets
 from jukejax.convert.torch_io import LazyTensor
 from jukejax.errors import UserError
 
@@ -19,12 +20,8 @@ MANIFEST = "manifest.json"
 README = "README.txt"
 IDS = "ids"
 DTYPES = ("float32", "bfloat16")
-# `--model`: the configs/ modules of openai/jukebox's `make_models.MODELS` (VQ-VAE, upsamplers, top prior).
-RELEASED_MODELS = {
-    "5b": ("vqvae", "upsampler_level_0", "upsampler_level_1", "prior_5b"),
-    "5b_lyrics": ("vqvae", "upsampler_level_0", "upsampler_level_1", "prior_5b_lyrics"),
-    "1b_lyrics": ("vqvae", "upsampler_level_0", "upsampler_level_1", "prior_1b_lyrics"),
-}
+# `--model`: the presets of openai/jukebox's `make_models.MODELS` (VQ-VAE, upsamplers, top prior).
+RELEASED_MODELS = presets.MODELS
 RELEASED_PRIORS = sorted({name for names in RELEASED_MODELS.values() for name in names[1:]})
 HF_TOKENIZER_FILES = ("artists.json", "genres.json", "lyrics.json")
 LIST_LIMIT = 40

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from jukejax import presets
 from jukejax.convert import hf_config as hf_config_lib
 from jukejax.convert import torch_io
 from jukejax.convert.component import (DTYPES, HF_TOKENIZER_FILES, LIST_LIMIT, RELEASED_PRIORS, VQVAE, Component,
                                        ConversionError, prior_component)
-from jukejax.convert.configs import released_config, repo_configs
+from jukejax.convert.configs import released_config
 from jukejax.convert.output import OutputDir, copy_ids, file_record, write_components, write_output
 from jukejax.convert.torch_io import LazyTensor
 
@@ -28,12 +29,8 @@ def convert_hf(source: str, out: str, dtype: str = "float32", artist_ids: Sequen
     weights, config_path = torch_io.find_hf_weights(source)
     try:
         hf = hf_config_lib.read_hf_config(config_path)
-        repo_configs()
-        from configs import vqvae as vqvae_configs
-        from configs._prior_defaults import prior_defaults
         released = {name: released_config(name).prior for name in RELEASED_PRIORS}
-        vq_cfg, prior_cfgs, notes = hf_config_lib.jukejax_configs(hf, vqvae_configs.get_config(), prior_defaults,
-                                                                  released)
+        vq_cfg, prior_cfgs, notes = hf_config_lib.jukejax_configs(hf, presets.vqvae(), presets.prior, released)
     except hf_config_lib.HFConfigError as e:
         message = str(e)
         raise ConversionError(message if message.startswith(str(config_path)) else f"{config_path}: {message}"

@@ -272,8 +272,8 @@ def jukejax_configs(hf: Mapping[str, Any], vqvae_base: ml_collections.ConfigDict
     `released` (name -> `prior` section of each released prior) lets a prior with a released model's shapes
     take the original's attention-shaping values (`released_attention`), each change noted.
 
-    `vqvae_base` is configs/vqvae.py's config and `prior_base(level)` configs/_prior_defaults.py's
-    `prior_defaults`: fields HF does not know (losses, optimiser, data) keep the defaults there.
+    `vqvae_base` is `jukejax.presets.vqvae()` and `prior_base(level)` is `jukejax.presets.prior`: fields HF does
+    not know (losses, optimiser, data) keep the defaults there.
     """
     vq_fields = vqvae_section(hf)
     if int(hf["model"]["nb_priors"]) != vq_fields["levels"]:
@@ -290,7 +290,6 @@ def jukejax_configs(hf: Mapping[str, Any], vqvae_base: ml_collections.ConfigDict
         cfg = prior_base(fields["level"])
         cfg.vqvae = copy.deepcopy(vqvae_cfg.vqvae)
         cfg.prior.update(fields)
-        cfg.data.max_bow_genre_size = fields["max_bow_genre_size"]
         priors[fields["level"]] = cfg
     return vqvae_cfg, priors, notes
 

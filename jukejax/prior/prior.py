@@ -24,7 +24,13 @@ from jukejax.prior.transformer import conv1d, flat_dot_general
 
 @dataclasses.dataclass(frozen=True)
 class PriorHParams:
-    """The `prior` section of a config, with the original `hparams.py` names (see configs/_prior_defaults.py)."""
+    """The `prior` section of a config: the one definition of every prior setting and its default.
+
+    Names and defaults are the original's (`jukebox/hparams.py`, `DEFAULTS` of `prior_attn_block`, `labels`,
+    `prime_attn_block`, `cond_conv_block`, `sample`), plus `dtype` and `scan`, which are jukejax's. The
+    ConfigDict section users override is made from these fields (`jukejax.config.config_section`), and
+    `prior_config` derives the module configs from them.
+    """
     level: int = 0
     n_ctx: int = 1024
     prior_width: int = 128
@@ -71,11 +77,13 @@ class PriorHParams:
     cond_dilation_growth_rate: int = 1
     cond_dilation_cycle: Optional[int] = None
     cond_c_res: int = 0
-    fp16_params: bool = False
     alignment_layer: Optional[int] = None
     alignment_head: Optional[int] = None
     dtype: str = "float32"        # compute dtype (bfloat16 for mixed precision); params stay fp32
     scan: bool = False            # nn.scan over layers (order-2 models only)
+    # Fields older config.json files hold that mean nothing now (dropped by `build`): the original's
+    # `fp16_params` stored weights in fp16; jukejax keeps fp32 master params and computes in `dtype`.
+    RETIRED = frozenset({"fp16_params"})
 
 
 @dataclasses.dataclass(frozen=True)
