@@ -512,8 +512,8 @@ def test_short_songs_are_excluded_and_all_short_is_an_error(built):
 def test_pipeline_from_data_config(built):
     out, _, _, _ = built
     cfg = build(DataConfig, {"dataset_dir": str(out), "sample_length": L, "batch_size": 2, "seed": 5,
-                             "num_epochs": 1, "max_bow_genre_size": 5}, "data")
-    batches = list(make_pipeline_from_config(cfg, shard_index=0, shard_count=1))
+                             "num_epochs": 1}, "data")
+    batches = list(make_pipeline_from_config(cfg, shard_index=0, shard_count=1, max_bow_genre_size=5))
     assert batches and batches[0]["audio"].shape == (2, L, 1) and batches[0]["genre"].shape == (2, 5)
     with pytest.raises(ConfigError, match="num_epochs"):
         build(DataConfig, {"num_epochs": 0}, "data")

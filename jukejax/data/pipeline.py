@@ -247,8 +247,10 @@ def make_pipeline(source, *, sample_length: int, batch_size: int, seed: int, aug
 
 
 def make_pipeline_from_config(config: DataConfig, *, shard_index: Optional[int] = None,
-                              shard_count: Optional[int] = None) -> grain.DatasetIterator:
-    """`make_pipeline` over `config.dataset_dir`/`config.split` with the config's sampling settings."""
+                              shard_count: Optional[int] = None, max_bow_genre_size: int = 1
+                              ) -> grain.DatasetIterator:
+    """`make_pipeline` over `config.dataset_dir`/`config.split` with the config's sampling settings;
+    `max_bow_genre_size` genre slots per row (a prior's `prior.max_bow_genre_size`; the VQ-VAE reads none)."""
     if not config.dataset_dir:
         raise ConfigError("data.dataset_dir is empty; point it at a folder written by "
                           "jukejax.data.build_dataset")
@@ -259,5 +261,5 @@ def make_pipeline_from_config(config: DataConfig, *, shard_index: Optional[int] 
     return make_pipeline(source, sample_length=config.sample_length, batch_size=config.batch_size,
                          seed=config.seed, aug_shift=config.aug_shift, aug_blend=config.aug_blend,
                          mono=config.mono, shard_index=shard_index, shard_count=shard_count,
-                         max_bow_genre_size=config.max_bow_genre_size, num_epochs=config.num_epochs,
+                         max_bow_genre_size=max_bow_genre_size, num_epochs=config.num_epochs,
                          worker_count=config.worker_count)

@@ -71,7 +71,7 @@ class VQVAETask:
             return None
         iterator = data_pipeline.make_pipeline(
             source, sample_length=self.data.sample_length, batch_size=self.data.batch_size, seed=1234,
-            aug_shift=False, aug_blend=False, mono=True, max_bow_genre_size=self.data.max_bow_genre_size)
+            aug_shift=False, aug_blend=False, mono=True)
         try:
             return [next(iterator) for _ in range(EVAL_BATCHES)]
         except (StopIteration, ValueError):
