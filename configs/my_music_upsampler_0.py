@@ -5,10 +5,8 @@ Train on the codes of configs/my_music_vqvae.py:
   python train.py --config=configs/my_music_upsampler_0.py --config.vqvae_checkpoint=runs/my_vqvae \
       --config.data.dataset_dir=DATA --workdir=runs/my_upsampler_0
 """
-from configs import my_music_upsampler_1
+from jukejax import presets
 
 
 def get_config():
-    c = my_music_upsampler_1.get_config(level=0)
-    c.prior.update(dict(n_ctx=1024, blocks=32))
-    return c
+    return presets.my_music_upsampler(0)

@@ -7,15 +7,8 @@ Build the dataset at this sample rate, then train (README, "Train on your own mu
   python -m jukejax.data build --audio_dir=MUSIC --data_dir=DATA --sr=22050 --channels=1
   python train.py --config=configs/my_music_vqvae.py --config.data.dataset_dir=DATA --workdir=runs/my_vqvae
 """
-from configs import vqvae
+from jukejax import presets
 
 
 def get_config():
-    c = vqvae.get_config()
-    c.vqvae.update(dict(sr=22050, levels=3, downs_t=(3, 2, 2), strides_t=(2, 2, 2), hvqvae_multipliers=(1, 1, 1),
-                        emb_width=32, l_bins=256, width=32, depth=3, linf_k=512))
-    c.data.update(dict(sample_length=8192, batch_size=4))
-    c.optim.update(dict(lr=1e-3, lr_warmup=10, ema_mu=0.99))
-    c.mesh.update(dict(data=1, fsdp=1, tensor=1))
-    c.train.update(dict(num_steps=3000, log_every=50, eval_every=500, checkpoint_every=500, keep_checkpoints=1))
-    return c
+    return presets.my_music_vqvae()

@@ -1,5 +1,5 @@
 """python -m jukejax.bundle: training runs -> a model folder sample.py reads; every mismatch is one line and
-leaves nothing behind. Runs are tiny random-weight workdirs (configs/tiny_*), written as train.py writes them."""
+leaves nothing behind. Runs are tiny random-weight workdirs (tests/tiny_configs.py), written as train.py writes them."""
 import json
 import pathlib
 import shutil
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 from flax import linen as nn
 
-from configs import tiny_prior, tiny_upsampler, tiny_vqvae
+import tiny_configs
 from jukejax import bundle as bundle_lib
 from jukejax.checkpoint import load_variables, save_variables
 from jukejax.config import VQVAEConfig, build
@@ -18,7 +18,7 @@ from jukejax.vqvae.model import VQVAE
 
 
 def _prior_cd(level: int, vqvae_dir: pathlib.Path, dataset: pathlib.Path):
-    cd = tiny_prior.get_config() if level == 2 else tiny_upsampler.get_config()
+    cd = tiny_configs.prior() if level == 2 else tiny_configs.upsampler()
     cd.prior.level = level
     cd.vqvae_checkpoint = str(vqvae_dir)
     cd.data.dataset_dir = str(dataset)
@@ -48,7 +48,7 @@ def runs(tmp_path_factory):
     dataset.mkdir(parents=True)
     (dataset / "artists.txt").write_text("unknown;0\njane_pianist;1\nbob_drummer;2\n")
     (dataset / "genres.txt").write_text("unknown;0\njazz;1\n")
-    cd = tiny_vqvae.get_config()
+    cd = tiny_configs.vqvae()
     variables = jax.jit(VQVAE(build(VQVAEConfig, cd.vqvae, "vqvae")).init)({"params": jax.random.key(1)},
                                                                            jnp.zeros((1, 64, 1)))
     save_variables(str(root / "vqvae"), cd, nn.unbox(variables), step=3)
@@ -126,7 +126,7 @@ def test_a_prior_of_another_vqvae_is_refused(runs, tmp_path, capsys):
 def test_name_tables_that_do_not_fit_y_bins_are_refused(runs, tmp_path, capsys):
     data = tmp_path / "BIG" / "jukejax_music" / "1.0.0"
     data.mkdir(parents=True)
-    (data / "artists.txt").write_text("".join(f"a{i};{i}\n" for i in range(9)))   # tiny_prior: y_bins (8, 8)
+    (data / "artists.txt").write_text("".join(f"a{i};{i}\n" for i in range(9)))   # tiny_configs.prior(): y_bins (8, 8)
     (data / "genres.txt").write_text("unknown;0\n")
     _one_line_error(capsys, args(runs, tmp_path / "out", data_dir=tmp_path / "BIG"), "has 9 artist ids")
 

@@ -26,7 +26,7 @@ runpy.run_path("train.py", run_name="__main__")
 
 def _train(*args, bug=False):
     command = [sys.executable, "-c", _TRAIN_WITH_A_BUG] if bug else [sys.executable, "train.py"]
-    return subprocess.run(command + ["--config=configs/tiny_vqvae.py", "--describe", *args], cwd=str(ROOT),
+    return subprocess.run(command + ["--config=tests/tiny_configs.py:vqvae", "--describe", *args], cwd=str(ROOT),
                           capture_output=True, text=True)
 
 

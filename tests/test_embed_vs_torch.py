@@ -28,8 +28,9 @@ from transformers.models.deprecated.jukebox import JukeboxVQVAE, JukeboxVQVAECon
 from transformers.models.deprecated.jukebox import configuration_jukebox as hf_cfg  # noqa: E402
 from transformers.models.deprecated.jukebox import modeling_jukebox as hf  # noqa: E402
 
-from configs import tiny_vqvae  # noqa: E402
-from configs._prior_defaults import prior_defaults  # noqa: E402
+import tiny_configs  # noqa: E402
+
+from jukejax import presets  # noqa: E402
 from jukejax.checkpoint import save_variables  # noqa: E402
 from jukejax.config import VQVAEConfig, build  # noqa: E402
 from jukejax.convert.hf_config import hf_vqvae_kwargs  # noqa: E402
@@ -138,7 +139,7 @@ def hf_activations(prior, tokens, y, layers):
 class Pair:
     def __init__(self, root: pathlib.Path):
         torch.manual_seed(0)
-        vq_cd = tiny_vqvae.get_config()
+        vq_cd = tiny_configs.vqvae()
         vq = build(VQVAEConfig, vq_cd.vqvae, "vqvae")
         self.vq = vq
         self.hf_vqvae = JukeboxVQVAE(JukeboxVQVAEConfig(**hf_vqvae_kwargs(vq, 2048)))
@@ -153,11 +154,9 @@ class Pair:
         params, codebook = load_hf_state_dict({k: v.numpy() for k, v in self.hf_vqvae.state_dict().items()}, vq)
         save_variables(str(root / "vqvae"), vq_cd, {"params": params, "codebook": codebook})
 
-        cd = prior_defaults(2)
-        cd.vqvae = vq_cd.vqvae
-        cd.prior.update(dict(n_ctx=N_CTX, prior_width=32, prior_depth=DEPTH, heads=2, attn_order=2, blocks=8,
-                             labels=True, y_bins=(7, 11), max_bow_genre_size=5, t_bins=8, min_duration=1.0,
-                             max_duration=100.0, merged_decoder=True))
+        cd = presets.prior(2, vq_cd.vqvae, n_ctx=N_CTX, prior_width=32, prior_depth=DEPTH, heads=2, attn_order=2,
+                           blocks=8, labels=True, y_bins=(7, 11), max_bow_genre_size=5, t_bins=8, min_duration=1.0,
+                           max_duration=100.0, merged_decoder=True)
         self.prior_config = prior_config(cd)
         self.hf_prior = hf.JukeboxPrior(hf_cfg.JukeboxPriorConfig(
             act_fn="quick_gelu", attention_multiplier=0.25, mlp_multiplier=1.0, attn_res_scale=False,
