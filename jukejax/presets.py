@@ -88,7 +88,7 @@ def prior_5b() -> ml_collections.ConfigDict:
     """The released 5B top prior without lyrics (`5b/prior_level_2.pth.tar`): 8192 top tokens (23.8 s), width
     4800, 72 layers, 8 heads, attn_order 2, v2 labels with timing; 5,060,452,800 parameters."""
     c = prior(2, n_ctx=8192, prior_width=4800, prior_depth=72, heads=8, attn_order=2, blocks=128, init_scale=0.1,
-              c_res=1, min_duration=60.0, max_duration=600.0, merged_decoder=True)
+              c_res=1, min_duration=60.0, max_duration=600.0, merged_decoder=True, fp16_params=True)
     c.optim.beta2 = 0.925
     return c
 
@@ -100,7 +100,7 @@ def prior_5b_lyrics() -> ml_collections.ConfigDict:
     return prior(2, n_ctx=8192, prior_width=4800, prior_depth=79, heads=8, attn_order=10, blocks=128,
                  init_scale=0.1, c_res=1, prime_width=1280, prime_depth=18, prime_heads=4, prime_attn_order=2,
                  prime_blocks=32, prime_init_scale=0.7, prime_c_res=1, min_duration=23.8, max_duration=600.0,
-                 use_tokens=True, n_tokens=512, prime_loss_fraction=0.4, merged_decoder=True,
+                 use_tokens=True, n_tokens=512, prime_loss_fraction=0.4, merged_decoder=True, fp16_params=True,
                  alignment_layer=68, alignment_head=2)
 
 

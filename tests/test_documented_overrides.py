@@ -161,7 +161,7 @@ def test_prior_dtype_override_reaches_every_module(train_cli, monkeypatch):
     assert (pc.transformer.dtype, pc.upsampler.dtype, pc.transformer.scan) == ("bfloat16", "bfloat16", True)
 
 
-@pytest.mark.parametrize("arg", ["--config.prior.fp16_params=True", "--config.data.max_bow_genre_size=1",
+@pytest.mark.parametrize("arg", ["--config.data.max_bow_genre_size=1",
                                  "--config.prior.dtpye=bfloat16"])
 def test_retired_and_misspelt_fields_are_refused(arg, train_cli, monkeypatch):
     monkeypatch.chdir(ROOT)

@@ -66,8 +66,7 @@ def test_config_section_refuses_unknown_fields():
 
 def test_retired_fields_of_saved_configs_are_dropped():
     config = presets.prior_5b().to_dict()
-    config["prior"]["fp16_params"] = True           # as in config.json files written before it was dropped
-    config["data"]["max_bow_genre_size"] = 5
+    config["data"]["max_bow_genre_size"] = 5         # as in config.json files written before it was dropped
     saved = ml_collections.ConfigDict(config)
     assert prior_config(saved).hps == prior_config(presets.prior_5b()).hps
     assert build(DataConfig, saved.data, "data") == build(DataConfig, presets.prior_5b().data, "data")

@@ -329,19 +329,19 @@ def test_a_two_level_model_samples_without_per_level_flags(tmp_path):
     import jax
     import jax.numpy as jnp
     from flax import linen as nn
-    from configs import tiny_prior, tiny_upsampler, tiny_vqvae
+    import tiny_configs
     from jukejax.checkpoint import save_variables
     from jukejax.config import VQVAEConfig, build
     from jukejax.prior.prior import Prior, prior_config
     from jukejax.vqvae.model import VQVAE
 
-    vq = tiny_vqvae.get_config()
+    vq = tiny_configs.vqvae()
     vq.vqvae.update(dict(levels=2, downs_t=(2, 1), strides_t=(2, 2), hvqvae_multipliers=(1, 1)))
     root = tmp_path / "model"
     variables = jax.jit(VQVAE(build(VQVAEConfig, vq.vqvae, "vqvae")).init)(
         {"params": jax.random.key(1)}, jnp.zeros((1, 64, 1)))
     save_variables(str(root / "vqvae"), vq, nn.unbox(variables))
-    for level, cd in ((1, tiny_prior.get_config()), (0, tiny_upsampler.get_config())):
+    for level, cd in ((1, tiny_configs.prior()), (0, tiny_configs.upsampler())):
         cd.vqvae = vq.vqvae
         cd.prior.level = level
         pc = prior_config(cd)

@@ -77,13 +77,12 @@ class PriorHParams:
     cond_dilation_growth_rate: int = 1
     cond_dilation_cycle: Optional[int] = None
     cond_c_res: int = 0
+    fp16_params: bool = False     # the original stored Conv1D weights in fp16 (5b, 5b_lyrics); jukejax keeps fp32
+                                  # master params, and jukejax.embed rounds them as the original computed
     alignment_layer: Optional[int] = None
     alignment_head: Optional[int] = None
     dtype: str = "float32"        # compute dtype (bfloat16 for mixed precision); params stay fp32
     scan: bool = False            # nn.scan over layers (order-2 models only)
-    # Fields older config.json files hold that mean nothing now (dropped by `build`): the original's
-    # `fp16_params` stored weights in fp16; jukejax keeps fp32 master params and computes in `dtype`.
-    RETIRED = frozenset({"fp16_params"})
 
 
 @dataclasses.dataclass(frozen=True)
