@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("libtpu", reason="the TPU compiler comes with jukejax[tpu] / jukejax[test]")
 
-from configs import tiny_prior  # noqa: E402
+import tiny_configs  # noqa: E402
 from jukejax import aot  # noqa: E402
 from jukejax.prior.prior import prior_config  # noqa: E402
 
@@ -16,12 +16,12 @@ TOPOLOGY = "v5e:2x2"
 
 @pytest.fixture(scope="module")
 def train_report():
-    return aot.compile_train(tiny_prior.get_config(), TOPOLOGY)
+    return aot.compile_train(tiny_configs.prior(), TOPOLOGY)
 
 
 @pytest.fixture(scope="module")
 def window_report():
-    return aot.compile_sampling(prior_config(tiny_prior.get_config()), TOPOLOGY, n_samples=4, vqvae=False)["reports"][0]
+    return aot.compile_sampling(prior_config(tiny_configs.prior()), TOPOLOGY, n_samples=4, vqvae=False)["reports"][0]
 
 
 def _check_common(report):
@@ -52,7 +52,7 @@ def test_train_step_report(train_report):
 def test_window_report(window_report):
     _check_common(window_report)
     step = window_report["step"]
-    n_ctx = prior_config(tiny_prior.get_config()).n_ctx
+    n_ctx = prior_config(tiny_configs.prior()).n_ctx
     assert step["trips"] == n_ctx - 1  # position 0 comes from the prefill
     assert step["estimated_seconds"] > 0 and step["floor_seconds"] > 0
     assert step["compiler_stream_bytes_per_cycle"] > 100 and step["estimate_over_compiler_floor"] > 0
@@ -63,7 +63,7 @@ def test_window_report(window_report):
 
 
 def test_over_hbm_refused_in_one_line_before_compiling():
-    config = tiny_prior.get_config()
+    config = tiny_configs.prior()
     with config.unlocked():
         config.prior.prior_width = 16384  # 2.4 B params: a 39 GB fp32 train state on every 16 GB chip
     with pytest.raises(aot.AOTError) as e:
