@@ -82,7 +82,7 @@ def test_bad_topology_named():
 def test_command_line_reports_a_bad_topology_in_one_line():
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "jukejax.aot", "--config=configs/tiny_prior.py", "--compile_for=v9:2x2"],
+    out = subprocess.run([sys.executable, "-m", "jukejax.aot", "--config=tests/tiny_configs.py:prior", "--compile_for=v9:2x2"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: --compile_for 'v9:2x2': expected CHIP:AxB")

@@ -17,7 +17,7 @@ import importlib.util
 import pathlib
 import re
 import shlex
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 from absl import flags
@@ -32,6 +32,8 @@ PLACEHOLDERS = {"--num_processes=N": "--num_processes=4", "--process_id=I": "--p
 TRANSFORMER_FIELD = {"prior_width": ("width", lambda v: v), "prior_depth": ("depth", lambda v: v),
                      "c_res": ("remat", lambda v: v > 0)}
 _COMMAND = re.compile(r"train\.py((?:[ \t]+--[^\s\"'`#]+)+)")
+# Any command line (another script's, `python -m ...`): its overrides are not train.py's prose.
+_ANY_COMMAND = re.compile(r"(?:\S+\.py|-m [\w.]+)(?:[ \t]+--[^\s\"'`#]+)+")
 _OVERRIDE = re.compile(r"--config\.[\w.]+=[^\s\"'`#,;)]+")
 
 
@@ -61,8 +63,9 @@ class Command:
     args: Tuple[str, ...]      # train.py's arguments
 
     @property
-    def config_file(self) -> str:
-        return next(a.split("=", 1)[1] for a in self.args if a.startswith("--config="))
+    def config_file(self) -> Optional[str]:
+        """None for a fragment that names flags only (`train.py --describe` in prose)."""
+        return next((a.split("=", 1)[1] for a in self.args if a.startswith("--config=")), None)
 
 
 def documented_commands() -> List[Command]:
@@ -72,8 +75,8 @@ def documented_commands() -> List[Command]:
             joined = re.sub(r"\\\n\s*", " ", body)           # shell line continuations
             found = [Command(section, tuple(PLACEHOLDERS.get(a, a) for a in shlex.split(m.group(1))))
                      for m in _COMMAND.finditer(joined)]
-            prose = _OVERRIDE.findall(_COMMAND.sub("", joined))
-            configs = sorted({c.config_file for c in found if any(a.startswith("--config=") for a in c.args)})
+            prose = _OVERRIDE.findall(_ANY_COMMAND.sub("", joined))
+            configs = sorted({c.config_file for c in found if c.config_file})
             for config in configs if prose else ():
                 found.append(Command(f"{section} (prose)", (f"--config={config}", *prose)))
             commands += found
@@ -131,6 +134,12 @@ def _normal(value):
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"{c.where}: {' '.join(c.args)}")
 def test_documented_command_parses_and_reaches_the_typed_config(command, train_cli, monkeypatch):
     monkeypatch.chdir(ROOT)                             # the docs' paths are relative to the checkout
+    if command.config_file is None:                     # flags named in prose (`train.py --describe`): they exist
+        flag_values = flags.FlagValues()
+        train_cli.define_flags(flag_values, ["train.py"])
+        for arg in command.args:
+            assert arg[2:].split("=")[0] in flag_values, arg
+        return
     config = _parse(train_cli, ["train.py", *command.args])   # a bad flag or unknown config field raises here
     assert config.is_locked, "train.py must lock the config, or a typo would add a field silently"
     typed = _typed_sections(config)
