@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -249,6 +250,26 @@ def _abstract(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
 
 
+class _OutOfHBM(Exception):
+    """The TPU compiler's own refusal: its temporaries alone exceed HBM (no memory plan to report)."""
+
+    def __init__(self, message: str, temp_bytes: Optional[float]):
+        super().__init__(message)
+        self.temp_bytes = temp_bytes
+
+
+def _compile_or_refuse(what: str, tgt: Target, largest: Sequence[Tuple[str, int]], advice, fn, *args, **kwargs):
+    """`_compile`, with the compiler's out-of-HBM error turned into the one-line refusal; `advice(temp_bytes)`
+    says what would fit."""
+    try:
+        return _compile(fn, *args, **kwargs)
+    except _OutOfHBM as e:
+        temp = f"{_fmt_bytes(e.temp_bytes)} of temporaries" if e.temp_bytes else "its temporaries"
+        inputs = ", ".join(f"{name} {_fmt_bytes(b)}" for name, b in largest[:3])
+        raise AOTError(f"{what} does not fit {tgt.topology}: the compiler needs {temp} per device of "
+                       f"{_fmt_bytes(tgt.hbm_bytes)} HBM (largest inputs: {inputs}); {advice(e.temp_bytes)}") from None
+
+
 def _compile(fn, *args, **kwargs):
     # A TPU executable cannot be read back on this machine: keep it out of the persistent compilation cache
     # (once the cache is in use, only its minimum compile time keeps an entry out).
@@ -256,7 +277,14 @@ def _compile(fn, *args, **kwargs):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float("inf"))
     try:
         start = time.perf_counter()
-        compiled = fn.lower(*args, **kwargs).compile()
+        try:
+            compiled = fn.lower(*args, **kwargs).compile()
+        except jax.errors.JaxRuntimeError as e:
+            message = str(e)
+            if "RESOURCE_EXHAUSTED" not in message:
+                raise
+            found = re.search(r"temporaries \(([\d.]+)G\)", message)
+            raise _OutOfHBM(message, float(found.group(1)) * 2**30 if found else None) from None
         return compiled, time.perf_counter() - start
     finally:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", min_seconds)
@@ -318,8 +346,16 @@ def compile_train(config, topology: str) -> Dict[str, Any]:
                        f"per device of {_fmt_bytes(tgt.hbm_bytes)} HBM (largest: "
                        f"{', '.join(f'{n} {_fmt_bytes(b)}' for n, b in largest[:3])}); "
                        f"{_train_advice(config, tgt, mesh, state_bytes, None)}")
+    def advice(temp_bytes):
+        room = 0.9 * tgt.hbm_bytes - state_bytes
+        b = int(batch[next(iter(batch))].shape[0])
+        if temp_bytes and room > 0:
+            return (f"data.batch_size {max(1, int(b * room / temp_bytes))} would leave room for the temporaries "
+                    f"(they grow with the batch), or split the batch over more chips")
+        return _train_advice(config, tgt, mesh, state_bytes, None)
     with jax.set_mesh(mesh):
-        compiled, seconds = _compile(loop.jit_train_step(task, tx, lc.optim), state, batch)
+        compiled, seconds = _compile_or_refuse("train step", tgt, largest, advice,
+                                               loop.jit_train_step(task, tx, lc.optim), state, batch)
     report = analyse("train step", compiled, tgt, seconds)
     if config.get("model") == "prior":
         # cost_analysis counts a scanned layer stack's body once; 6 x matmul params x tokens does not
@@ -440,9 +476,11 @@ def compile_sampling(pc, topology: str, n_samples: int, mesh: MeshConfig = MeshC
                        f"{', '.join(f'{n} {_fmt_bytes(b)}' for n, b in largest[:3])}); "
                        f"{_sampling_advice(tgt, mesh_, n_samples, _bytes(prior_params), _bytes(cache))}")
     with jax.set_mesh(mesh_):
-        compiled, seconds = _compile(schedule._sample_rows_jit, prior_params, cache, keys, buffer, x_cond, y_cond,
-                                     encoder_kv, temperature, config=c, n_prefix=0, n_total=c.n_ctx,
-                                     top_k=0, top_p=0.0)
+        compiled, seconds = _compile_or_refuse(
+            f"level {pc.level} window", tgt, largest,
+            lambda temp: _sampling_advice(tgt, mesh_, n_samples, _bytes(prior_params), _bytes(cache)),
+            schedule._sample_rows_jit, prior_params, cache, keys, buffer, x_cond, y_cond, encoder_kv, temperature,
+            config=c, n_prefix=0, n_total=c.n_ctx, top_k=0, top_p=0.0)
     ar_weight_bytes = _bytes(_without(prior_params, ("pos_emb",)))
     first = jax.tree.leaves(cache)[0]
     per_device_n = first.sharding.shard_shape(tuple(first.shape))[0]

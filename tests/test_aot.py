@@ -86,3 +86,19 @@ def test_command_line_reports_a_bad_topology_in_one_line():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: --compile_for 'v9:2x2': expected CHIP:AxB")
+
+
+@pytest.mark.slow
+def test_compiler_out_of_hbm_refused_in_one_line():
+    """Temporaries over HBM (the VQ-VAE's activations at a huge batch): the compiler refuses, and so do we, in
+    one line with a batch that would fit."""
+    from configs import tiny_vqvae
+    config = tiny_vqvae.get_config()
+    with config.unlocked():
+        config.data.batch_size = 262144
+    with pytest.raises(aot.AOTError) as e:
+        aot.compile_train(config, TOPOLOGY)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "does not fit v5e:2x2: the compiler needs" in message and "of temporaries per device" in message
+    assert "data.batch_size" in message
