@@ -16,6 +16,8 @@ from jukejax.config import VQVAEConfig, build
 from jukejax.prior.prior import Prior, prior_config
 from jukejax.vqvae.model import VQVAE
 
+pytestmark = pytest.mark.slow  # every test needs the module's tiny trained-run workdirs (about a minute)
+
 
 def _prior_cd(level: int, vqvae_dir: pathlib.Path, dataset: pathlib.Path):
     cd = tiny_configs.prior() if level == 2 else tiny_configs.upsampler()

@@ -55,6 +55,7 @@ def test_a_bug_inside_train_py_keeps_its_traceback():
     assert "error: shape check failed" not in out.stderr
 
 
+@pytest.mark.slow  # several train.py processes
 def test_a_user_error_is_one_line_and_traceback_shows_it():
     plain = _train("--config.vqvae.levels=2")
     assert plain.returncode == 2

@@ -323,6 +323,7 @@ def rel_err(got, want):
 # Layouts, configs, counts
 
 
+@pytest.mark.slow  # converts a released-size VQ-VAE in every layout
 @pytest.mark.parametrize("name", ["tiny", "released"])
 def test_every_layout_converts_to_the_same_params(name, request):
     src = request.getfixturevalue(name)
@@ -474,6 +475,7 @@ def test_tiny_vqvae_matches_torch(tiny):
     vqvae_parity(tiny, tiny.outs["hf_st"], batch=2, length=2048, seed=3)
 
 
+@pytest.mark.slow  # builds the released VQ-VAE in torch and jax
 def test_released_vqvae_shapes_match_torch(released):
     vqvae_parity(released, released.outs["openai"], batch=1, length=8192, seed=4)
 
@@ -581,6 +583,7 @@ def test_vqvae_cli_bad_codes_bad_outputs_and_a_full_disk(tiny, tmp_path, capsys,
 # dtype, level detection, torch not needed
 
 
+@pytest.mark.slow  # converts and loads a whole model folder
 def test_bfloat16_priors_keep_a_float32_vqvae(tiny, tmp_path):
     assert cli(tiny.openai_args(tmp_path / "bf16") + ["--dtype", "bfloat16"]) == 0
     for name in ("vqvae", "prior_level_2"):

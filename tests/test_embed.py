@@ -34,6 +34,7 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # runs the demo model's prior
 def test_cli_on_demo_model_then_resume(audio, embedder, tmp_path, capsys):
     out = tmp_path / "out"
     argv = [f"--checkpoint={DEMO}", f"--audio_dir={audio}", f"--out={out}", "--layers=1,3", "--no_progress"]
@@ -63,6 +64,7 @@ def test_cli_on_demo_model_then_resume(audio, embedder, tmp_path, capsys):
     assert not list(out.rglob(".*.tmp"))
 
 
+@pytest.mark.slow  # runs the demo model's prior
 def test_frames_layers_pool_and_fps(audio, embedder, tmp_path):
     summary = run(EmbedConfig(checkpoint=str(DEMO), out=str(tmp_path / "f"), audio_dir=str(audio), layers=(1, 3),
                               preset="frames", progress=False), embedder)
@@ -146,6 +148,7 @@ def test_bad_files_are_named_before_anything_is_written(audio, embedder, tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.slow  # runs the demo model's prior
 def test_bfloat16_reads_bf16_weights_and_stays_close(embedder):
     import jax
 

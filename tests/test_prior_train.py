@@ -87,6 +87,7 @@ def _init_state(config, workdir):
         return trainer.init(batch)
 
 
+@pytest.mark.slow  # trains the tiny VQ-VAE it starts from
 def test_fine_tuning_starts_from_a_model_folder(vqvae_run, tmp_path):
     """train.init_from: the new run's weights, EMA and codebooks are the folder's; step and Adam restart."""
     import jax

@@ -323,6 +323,7 @@ def test_every_documented_flag_parses_and_reaches_the_settings(tmp_path):
             "hop_fraction", "audio_file", "prompt_length_in_seconds"} <= seen
 
 
+@pytest.mark.slow  # samples two levels end to end
 def test_a_two_level_model_samples_without_per_level_flags(tmp_path):
     """Defaults come from the model folder: a 2-level model needs no --levels, --hop_fraction, --temperature or
     --max_batch_size (the top prior advances 1/8 of its context, the upsampler 1/2)."""

@@ -179,6 +179,7 @@ def test_released_vqvae_param_count():
     assert n == 1_485_763, f"{n} trainable params, the released VQ-VAE has 1,485,763"
 
 
+@pytest.mark.slow  # compiles the VQ-VAE training call
 def test_vqvae_training_call_tiny():
     config = build(VQVAEConfig, tiny_configs.vqvae().vqvae, "vqvae")
     model = VQVAE(config)
