@@ -28,6 +28,7 @@ from jukejax.cli import absl_entry_point, define_distributed_flags, initialize_d
 from jukejax.sample import settings as settings_lib  # noqa: E402
 
 settings_lib.define_flags()  # one flag per setting of jukejax.sample.settings.SampleSettings
+flags.adopt_module_key_flags(settings_lib)  # so --help lists them, not only --helpfull
 for _name, _table in (("artist", "artist"), ("genre", "genre")):
     flags.FLAGS[_name].help += _known(_table)
 flags.DEFINE_string("compile_for", None, "compile each level's sampling window and VQ-VAE decoder for a TPU slice "
