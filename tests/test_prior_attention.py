@@ -170,6 +170,7 @@ def stack_setup():
     return cfg, params, run(cfg, params), run
 
 
+@pytest.mark.slow  # compiles the stack's gradient three more ways
 @pytest.mark.parametrize("remat,scan", [(True, False), (False, True), (True, True)])
 def test_remat_and_scan_match(stack_setup, remat, scan):
     cfg, params, (out, grads), run = stack_setup

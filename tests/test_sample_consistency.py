@@ -76,6 +76,7 @@ def case(name):
     return make_case(name)
 
 
+@pytest.mark.slow  # one compiled decode and one full forward per attention type and prefill (~15 min loaded)
 @pytest.mark.parametrize("name,n_prefill", CONSISTENCY, ids=[f"{n}-{p}" for n, p in CONSISTENCY])
 def test_cached_logits_equal_full_forward(name, n_prefill):
     c = case(name)
