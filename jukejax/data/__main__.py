@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="fraction of songs (whole songs, chosen by a seeded hash of the path) in the "
                             "test split")
     build.add_argument("--seed", type=int, default=defaults.seed, help="seed of the train/test split")
+    build.add_argument("--artist_ids", default="",
+                       help="fine-tuning: a model's artist table to extend (e.g. models/1b_lyrics/ids/"
+                            "v3_artist_ids.txt): names it knows keep their ids, new names get the next ids")
+    build.add_argument("--genre_ids", default="", help="fine-tuning: a model's genre table to extend, as --artist_ids")
     build.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     build.add_argument("--runner", default=None,
                        help="build on Apache Beam with this runner (DirectRunner, DataflowRunner, FlinkRunner, "
@@ -210,7 +214,7 @@ def _command(args) -> int:
         config = BuildConfig(audio_dir=args.audio_dir, sr=args.sr, channels=args.channels,
                              window_seconds=args.window_seconds, min_duration=args.min_duration,
                              max_duration=args.max_duration, test_fraction=args.test_fraction,
-                             seed=args.seed)
+                             seed=args.seed, artist_ids=args.artist_ids, genre_ids=args.genre_ids)
         if args.beam_options and not args.runner:
             raise ConfigError("--beam_options needs --runner (e.g. --runner=DirectRunner)")
         # TFDS prints progress to stdout; keep stdout for the summary JSON so it can be piped.

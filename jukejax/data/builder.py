@@ -89,6 +89,8 @@ class BuildConfig:
     max_duration: Optional[float] = None
     test_fraction: float = 0.1
     seed: int = 0
+    artist_ids: str = ""     # optional `name;id` table to extend (e.g. a converted model's ids/v3_artist_ids.txt)
+    genre_ids: str = ""      # the same for genres
 
     def __post_init__(self):
         if not self.audio_dir:
@@ -142,6 +144,8 @@ class _Plan:
     artists: List[str]    # id -> name, 0 = unknown
     genres: List[str]
     skipped: List[Dict[str, str]]
+    artist_lines: List[str] = dataclasses.field(default_factory=list)  # the table files: a base table's
+    genre_lines: List[str] = dataclasses.field(default_factory=list)   # lines + the new names, when extended
 
     def skip(self, file: str, reason: str) -> None:
         log.warning("skipping %s: %s", file, reason)
@@ -293,15 +297,71 @@ def _plan(config: BuildConfig, exclude: Sequence[pathlib.Path]) -> _Plan:
         kept.append((key, path))
     split = _split_of([k for k, _ in kept], config.test_fraction, config.seed)
     fields = {k: labels.get(k, (0, {"artist": "", "genre": "", "lyrics": ""}))[1] for k, _ in kept}
-    plan.artists += sorted({normalize_name(f["artist"]) for f in fields.values()} - {UNKNOWN})
-    plan.genres += sorted({normalize_name(f["genre"]) for f in fields.values()} - {UNKNOWN})
-    artist_id = {n: i for i, n in enumerate(plan.artists)}
-    genre_id = {n: i for i, n in enumerate(plan.genres)}
+    artist_id = _assign_ids(plan, "artist", config.artist_ids, [f["artist"] for f in fields.values()])
+    genre_id = _assign_ids(plan, "genre", config.genre_ids, [f["genre"] for f in fields.values()])
     for song_id, (key, path) in enumerate(kept):
         f = fields[key]
         plan.songs.append(_Song(song_id, key, path, split[key], artist_id[normalize_name(f["artist"])],
                                 genre_id[normalize_name(f["genre"])], f["lyrics"]))
     return plan
+
+
+def _table_key(name: str) -> str:
+    """Names match across tables by `normalize_name` with runs of `_` collapsed and stripped: `Jane  Pianist`,
+    `jane pianist` (a v3 table's spelling) and `jane_pianist` (a dataset's) are one artist."""
+    return "_".join(part for part in normalize_name(name).split("_") if part) or UNKNOWN
+
+
+def read_base_table(path: PathLike, what: str) -> Tuple[List[str], Dict[str, int]]:
+    """A `name;id` table to extend: its lines as they are (aliases kept) and {match key: id}, the first
+    spelling of a key winning. A malformed line is an error naming the file and line."""
+    lines, ids = [], {}
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise DatasetError(f"--{what}_ids {path}: cannot be read ({e.strerror or e})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.rpartition(";")
+        if not sep or not value.strip().isdigit():
+            raise DatasetError(f"--{what}_ids {path}:{lineno}: expected 'name;id', got {line!r}")
+        lines.append(line)
+        ids.setdefault(_table_key(name), int(value))
+    if not lines:
+        raise DatasetError(f"--{what}_ids {path}: holds no 'name;id' lines")
+    return lines, ids
+
+
+def _assign_ids(plan: _Plan, what: str, base: str, names: Sequence[str]) -> Dict[str, int]:
+    """{normalize_name(name): id} for the songs' names, filling plan.{what}s and plan.{what}_lines. Without a
+    base table ids are 0 = unknown then the sorted names; with one, known names keep the table's id and new
+    names are appended after its largest id, in sorted order (the model's embedding grows by as many rows)."""
+    table: List[str] = getattr(plan, f"{what}s")
+    used = sorted({normalize_name(n) for n in names} - {UNKNOWN})
+    if not base:
+        table += used
+        ids = {n: i for i, n in enumerate(table)}
+        setattr(plan, f"{what}_lines", [f"{n};{i}" for i, n in enumerate(table)])
+        return ids
+    lines, known = read_base_table(base, what)
+    next_id = max(known.values()) + 1
+    by_id: Dict[int, str] = {}
+    for line in lines:
+        name, _, value = line.rpartition(";")
+        by_id.setdefault(int(value), name)
+    ids = {UNKNOWN: known.get(UNKNOWN, 0)}
+    for name in used:
+        key = _table_key(name)
+        if key not in known:
+            known[key] = next_id
+            by_id[next_id] = name
+            lines.append(f"{name};{next_id}")
+            next_id += 1
+        ids[name] = known[key]
+    table[:] = [by_id.get(i, UNKNOWN) for i in range(next_id)]
+    setattr(plan, f"{what}_lines", lines)
+    return ids
 
 
 def _check_duration(seconds: float, config: BuildConfig) -> Optional[str]:
@@ -615,8 +675,8 @@ def build_dataset(config: BuildConfig, data_dir: PathLike, *, overwrite: bool = 
         built = pathlib.Path(os.fspath(builder.data_dir))
         for split, table in _window_tables(built, builder).items():
             np.savez(built / WINDOWS_FILE.format(split=split), **table)
-        write_name_table(built / ARTISTS_FILE, plan.artists)
-        write_name_table(built / GENRES_FILE, plan.genres)
+        (built / ARTISTS_FILE).write_text("".join(line + "\n" for line in plan.artist_lines), encoding="utf-8")
+        (built / GENRES_FILE).write_text("".join(line + "\n" for line in plan.genre_lines), encoding="utf-8")
         summary = _summarize(plan, builder, final)
         (built / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,15 @@ def _set_iterator_state(iterator, state) -> None:
         iterator.set_state(state.encode("latin-1"))
 
 
+_LABEL_TABLES = ("['artist_emb']", "['bow_genre_emb']")
+
+
+def _grows_label_table(name: str, got: tuple, want: tuple) -> bool:
+    """An artist/genre embedding table with more rows here than in the checkpoint, same width."""
+    return (any(t in name for t in _LABEL_TABLES) and len(got) == len(want) == 2 and got[1] == want[1]
+            and got[0] < want[0])
+
+
 class Trainer:
     """Owns the mesh, the compiled step and the checkpoint manager for one task."""
 
@@ -95,7 +104,7 @@ class Trainer:
         shardings, abstract = self.state_shardings(batch)
         rng = jax.random.PRNGKey(self.config.train.seed)
         if self.config.train.init_from:
-            variables = self._pretrained(abstract)
+            variables = self._pretrained(abstract, batch)
             # placed leaf by leaf where the params (and the replicated collections) live
             variables = jax.tree.map(parallel.put_global, variables,
                                      {"params": shardings.params, **shardings.extra})
@@ -109,9 +118,11 @@ class Trainer:
         with jax.set_mesh(self.mesh):
             return jax.jit(make, out_shardings=shardings)(rng, batch)
 
-    def _pretrained(self, abstract) -> Dict[str, Any]:
+    def _pretrained(self, abstract, batch) -> Dict[str, Any]:
         """`train.init_from`'s variables (its EMA weights where it has them), checked against this model's tree:
-        every collection, key and shape must match; dtypes are cast to this model's."""
+        every collection, key and shape must match, except that the artist/genre embeddings may have more rows
+        here (names appended to the model's tables; the new rows are initialised afresh); dtypes are cast to
+        this model's."""
         from jukejax.checkpoint import load_variables
         source = self.config.train.init_from
         config, variables, step = load_variables(source)
@@ -127,9 +138,22 @@ class Trainer:
             if path not in got_leaves or path not in want_leaves:
                 side = "missing from it" if path not in got_leaves else "not in this model"
                 raise ConfigError(f"{where}: parameter {name} is {side}; the model configs differ")
-            if tuple(got_leaves[path].shape) != tuple(want_leaves[path].shape):
-                raise ConfigError(f"{where}: parameter {name} has shape {tuple(got_leaves[path].shape)}; this "
-                                 f"model's is {tuple(want_leaves[path].shape)}")
+            got_shape, want_shape = tuple(got_leaves[path].shape), tuple(want_leaves[path].shape)
+            if got_shape != want_shape and not _grows_label_table(name, got_shape, want_shape):
+                raise ConfigError(f"{where}: parameter {name} has shape {got_shape}; this model's is {want_shape}")
+        grown = {path: (got_leaves[path].shape[0], want_leaves[path].shape[0]) for path in got_leaves
+                 if tuple(got_leaves[path].shape) != tuple(want_leaves[path].shape)}
+        if grown:
+            # New artist/genre names (a dataset built with --artist_ids/--genre_ids from the model's tables) get
+            # new embedding rows, freshly initialised as this model initialises them; the model's rows stay.
+            init = jax.jit(self.task.init_variables)(jax.random.PRNGKey(self.config.train.seed), batch)
+            fresh = dict(jax.tree_util.tree_flatten_with_path({"params": nn.unbox(init["params"])})[0])
+            for path, (old_rows, new_rows) in grown.items():
+                log.info("%s: %s grows from %d to %d rows (new labels)", where, jax.tree_util.keystr(path),
+                         old_rows, new_rows)
+            variables = jax.tree_util.tree_map_with_path(
+                lambda path, x: np.concatenate([np.asarray(x), np.asarray(fresh[path])[x.shape[0]:]])
+                if path in grown else x, variables)
         log.info("%s: initialised from %s (step %d)", self.task.name, source, step)
         return jax.tree.map(lambda x, a: x.astype(a.dtype), variables, want)
 
