@@ -307,9 +307,9 @@ def _plan(config: BuildConfig, exclude: Sequence[pathlib.Path]) -> _Plan:
 
 
 def _table_key(name: str) -> str:
-    """Names match across tables by `normalize_name` with runs of `_` collapsed and stripped: `Jane  Pianist`,
-    `jane pianist` (a v3 table's spelling) and `jane_pianist` (a dataset's) are one artist."""
-    return "_".join(part for part in normalize_name(name).split("_") if part) or UNKNOWN
+    """Names match across tables by their key (`normalize_name`): `Jane  Pianist`, `jane pianist` (a v3 table's
+    spelling) and `jane_pianist` (a dataset's) are one artist."""
+    return normalize_name(name)
 
 
 def read_base_table(path: PathLike, what: str) -> Tuple[List[str], Dict[str, int]]:
