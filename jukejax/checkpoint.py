@@ -80,7 +80,15 @@ def check_finite(variables: Any, where: str) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
         if not jnp.issubdtype(leaf.dtype, jnp.inexact):
             continue
-        finite = np.isfinite(leaf).all() if isinstance(leaf, np.ndarray) else jnp.isfinite(leaf).all()
+        if isinstance(leaf, np.ndarray):
+            finite = np.isfinite(leaf).all()
+        else:
+            # on the leaf's own devices: a caller inside a training mesh (train.init_from) would otherwise
+            # have this reduction refused for running on one device of that mesh
+            own = jax.sharding.Mesh(np.asarray(list(leaf.devices())), ("d",),
+                                    axis_types=(jax.sharding.AxisType.Auto,))
+            with jax.set_mesh(own):
+                finite = jnp.isfinite(leaf).all()
         if not bool(finite):
             bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(np.asarray(leaf))))
             raise CheckpointError(f"{where}: parameter {jax.tree_util.keystr(path)} holds {bad} NaN or infinite "
