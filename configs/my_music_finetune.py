@@ -18,7 +18,7 @@ import pathlib
 
 import ml_collections
 
-from configs._prior_defaults import prior_defaults
+from jukejax import presets
 
 NEW_GENRES, NEW_ARTISTS = 16, 64
 
@@ -32,14 +32,15 @@ def get_config(prior_dir: str = ""):
     if not path.is_file():
         raise ValueError(f"{path}: not found; expected a prior folder of a model folder (MODEL/prior_level_L)")
     model = ml_collections.ConfigDict(json.loads(path.read_text()))
-    c = prior_defaults(level=int(model.prior.level))
-    c.vqvae = model.vqvae
+    c = presets.prior(int(model.prior.level), model.vqvae)
     c.prior.update(model.prior.to_dict())
     if c.prior.labels:
         genres, artists = c.prior.y_bins
         c.prior.y_bins = (genres + NEW_GENRES, artists + NEW_ARTISTS)
     c.vqvae_checkpoint = str(folder.parent / "vqvae")
-    c.data.update(dict(batch_size=4, max_bow_genre_size=c.prior.max_bow_genre_size))
+    c.data.batch_size = 4
+    if "max_bow_genre_size" in c.data:
+        c.data.max_bow_genre_size = c.prior.max_bow_genre_size
     c.optim.update(dict(lr=1e-4, lr_warmup=10))
     c.train.update(dict(init_from=str(folder), num_steps=2000, log_every=50, eval_every=1000, checkpoint_every=500,
                         keep_checkpoints=1))

@@ -142,14 +142,14 @@ def _random_like(abstract, seed: int):
 
 
 def _tiny_converted_model(out: pathlib.Path) -> None:
-    from configs import tiny_vqvae
-    from configs._prior_defaults import prior_defaults
+    import tiny_configs
+    from jukejax import presets
     from jukejax.checkpoint import save_variables
     from jukejax.config import VQVAEConfig, build
     from jukejax.prior.prior import abstract_params, prior_config
     from jukejax.vqvae.model import abstract_variables
 
-    vq = tiny_vqvae.get_config()
+    vq = tiny_configs.vqvae()
     vq.vqvae.update(dict(sr=44100, downs_t=(3, 2, 2)))
     save_variables(str(out / "vqvae"), vq, _random_like(abstract_variables(build(VQVAEConfig, vq.vqvae, "vqvae")), 1))
     shared = dict(prior_width=16, heads=1, init_scale=0.7, labels=True, max_bow_genre_size=1)
@@ -165,10 +165,7 @@ def _tiny_converted_model(out: pathlib.Path) -> None:
                 cond_width=8, cond_depth=2, cond_dilation_growth_rate=3, cond_dilation_cycle=2),
     }
     for level, fields in priors.items():
-        c = prior_defaults(level)
-        c.vqvae = vq.vqvae
-        c.prior.update(fields)
-        c.data.max_bow_genre_size = 1
+        c = presets.prior(level, vq.vqvae, **fields)
         c.vqvae_checkpoint = str(out / "vqvae")
         save_variables(str(out / f"prior_level_{level}"), c,
                        {"params": _random_like(abstract_params(prior_config(c)), 10 + level)})
