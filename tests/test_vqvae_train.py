@@ -99,3 +99,16 @@ def test_bad_config_field_is_one_line_error():
                          cwd=str(__import__("pathlib").Path(__file__).parents[1]))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: vqvae.downs_t")
+
+
+def test_a_dataset_at_another_sample_rate_is_refused(dataset, tmp_path):
+    """`data build` defaults to 44.1 kHz; a 22.05 kHz recipe must not read its windows as its own rate."""
+    from jukejax.config import ConfigError
+    from jukejax.train import vqvae_task
+    config = tiny_vqvae.get_config()
+    config.data.dataset_dir = dataset
+    config.vqvae.sr = 16000
+    with pytest.raises(ConfigError, match=r"holds 8000 Hz audio but config.vqvae.sr is 16000 Hz: rebuild it "
+                                          r"with `python -m jukejax.data build --sr=16000`"):
+        vqvae_task.make_task(config, str(tmp_path))
+    assert not (tmp_path / "bandwidth.json").exists()

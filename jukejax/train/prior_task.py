@@ -17,6 +17,7 @@ from jukejax.data import codes as codes_lib
 from jukejax.prior.attention import ATTN_NAMES
 from jukejax.prior.prior import Prior, PriorConfig, abstract_params, prior_config
 from jukejax.sample import cache as cache_lib
+from jukejax.train import checks
 
 log = logging.getLogger("jukejax.train")
 EVAL_BATCHES = 2
@@ -84,13 +85,25 @@ def _frozen_vqvae(config, pc: PriorConfig, data: DataConfig, why: str):
     vqvae_checkpoint = config.get("vqvae_checkpoint")
     if not vqvae_checkpoint or not data.dataset_dir:
         raise ConfigError(f"{why}: set data.dataset_dir and vqvae_checkpoint (a trained VQ-VAE workdir)")
+    checks.check_audio_dataset(data.dataset_dir, sr=pc.vqvae.sr, sr_field="the prior's config.vqvae.sr")
     from jukejax.data.__main__ import make_vqvae_encode_fn
     encode_fn = make_vqvae_encode_fn(vqvae_checkpoint)
     hops = tuple(encode_fn.config.hop_lengths)
-    if hops != tuple(pc.vqvae.hop_lengths):
-        raise ConfigError(f"vqvae_checkpoint {vqvae_checkpoint} has hop lengths {hops}; the prior's config.vqvae "
-                          f"has {tuple(pc.vqvae.hop_lengths)}")
+    if hops != tuple(pc.vqvae.hop_lengths) or encode_fn.config.sr != pc.vqvae.sr:
+        raise ConfigError(f"vqvae_checkpoint {vqvae_checkpoint} has hop lengths {hops} at {encode_fn.config.sr} "
+                          f"Hz; the prior's config.vqvae has {tuple(pc.vqvae.hop_lengths)} at {pc.vqvae.sr} Hz")
     return encode_fn
+
+
+def _check_labels(pc: PriorConfig, data: DataConfig, source, where: str) -> None:
+    """The dataset's artist/genre tables and song lengths against the prior's label settings."""
+    hps = pc.hps
+    if not hps.labels:
+        return
+    checks.check_labels(artists=source.artists, genres=source.genres,
+                        total_lengths=source.table["total_length"], sr=pc.vqvae.sr, y_bins=hps.y_bins,
+                        min_duration=hps.min_duration, max_duration=hps.max_duration, where=where,
+                        prior_genre_size=hps.max_bow_genre_size, data_genre_size=data.max_bow_genre_size)
 
 
 def make_task(config, workdir: str) -> PriorTask:
@@ -98,12 +111,22 @@ def make_task(config, workdir: str) -> PriorTask:
     data = build(DataConfig, config.get("data"), "data")
     codes_dir = data.codes_dir or str(pathlib.Path(workdir) / "codes")
     if data.raw_audio:
-        return PriorTask(pc, data, codes_dir, _frozen_vqvae(config, pc, data, "data.raw_audio needs audio"))
+        encode_fn = _frozen_vqvae(config, pc, data, "data.raw_audio needs audio")
+        from jukejax.data import pipeline as audio_pipeline
+        _check_labels(pc, data, audio_pipeline.load_source(data.dataset_dir, data.split),
+                      f"dataset {data.dataset_dir}")
+        return PriorTask(pc, data, codes_dir, encode_fn)
     if not codes_lib.codes_path(codes_dir).exists():
         encode_fn = _frozen_vqvae(config, pc, data, f"no pre-encoded codes at {codes_dir}")
+        from jukejax.data import pipeline as audio_pipeline
+        # checked before the encoding, which takes minutes
+        _check_labels(pc, data, audio_pipeline.load_source(data.dataset_dir, data.split),
+                      f"dataset {data.dataset_dir}")
         log.info("pre-encoding %s into %s", data.dataset_dir, codes_dir)
         codes_lib.encode_dataset(data.dataset_dir, codes_dir, encode_fn, hop_lengths=pc.vqvae.hop_lengths,
                                  encoder_info=encode_fn.info)
+    checks.check_codes_dataset(codes_dir, sr=pc.vqvae.sr, sr_field="the prior's config.vqvae.sr")
+    _check_labels(pc, data, codes_lib.load_codes_source(codes_dir, data.split), f"codes dataset {codes_dir}")
     return PriorTask(pc, data, codes_dir)
 
 

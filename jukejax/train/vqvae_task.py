@@ -15,6 +15,7 @@ from jukejax import parallel
 from jukejax.config import ConfigError, DataConfig, MeshConfig, VQVAEConfig, build
 from jukejax.data import pipeline as data_pipeline
 from jukejax.errors import atomic_write_text
+from jukejax.train import checks
 from jukejax.vqvae import losses
 from jukejax.vqvae.model import VQVAE, abstract_variables, count_params
 
@@ -115,6 +116,7 @@ def make_task(config, workdir: str) -> VQVAETask:
     if data.sample_length % vq.hop_lengths[-1]:
         raise ConfigError(f"data.sample_length {data.sample_length} is not a multiple of the top hop length "
                          f"{vq.hop_lengths[-1]}")
+    checks.check_audio_dataset(data.dataset_dir, sr=vq.sr, sr_field="config.vqvae.sr", mono=data.mono)
     return VQVAETask(vq, data, bandwidth_for(data, vq, workdir))
 
 

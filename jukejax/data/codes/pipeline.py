@@ -213,10 +213,12 @@ def make_prior_pipeline(codes_source: CodesSource, *, level: int, n_ctx: int, ba
                               f"hop {hops[cond_level]} = {hops[cond_level] / hops[level]:g} x level {level}'s "
                               f"{hops[level]}: the two windows would not cover the same audio")
     if labels and y_bins is not None:
-        for what, names, bins in (("artist", codes_source.artists, y_bins[0]),
-                                  ("genre", codes_source.genres, y_bins[1])):
+        # (genre bins, artist bins): the original's order (jukebox/prior/conditioners.py, LabelConditioner)
+        for what, names, bins in (("genre", codes_source.genres, y_bins[0]),
+                                  ("artist", codes_source.artists, y_bins[1])):
             if len(names) > bins:
-                raise ConfigError(f"the codes dataset has {len(names)} {what} ids but y_bins allows {bins}")
+                raise ConfigError(f"the codes dataset has {len(names)} {what} ids but y_bins (genres, artists) "
+                                  f"allows {bins}")
 
     index = build_window_index(codes_source.songs, level=level, n_ctx=n_ctx, ratio=ratio, cond_level=cond_level,
                                cond_length=cond_length, sample_rate=getattr(codes_source, "sample_rate", None),
