@@ -6,6 +6,7 @@ building an optimiser.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 from typing import Any, Dict, Optional, Tuple
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from jukejax.errors import UserError, atomic_write_text
 
+log = logging.getLogger("jukejax.checkpoint")
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -40,35 +42,88 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
         raise CheckpointError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def load_variables(workdir: str, step: Optional[int] = None, use_ema: bool = True
-                   ) -> Tuple[ml_collections.ConfigDict, Dict[str, Any], int]:
-    """(config, variables, step): `variables` = {"params": EMA (or raw) params, other collections...}."""
+def short_reason(e: BaseException) -> str:
+    """One short line for an Orbax/TensorStore failure, whose messages run to thousands of characters."""
+    text = " ".join(str(e).split())
+    for marker in (" [source locations]", " === Source Location"):
+        text = text.split(marker)[0]
+    return f"{type(e).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+def _open(workdir: str, step: Optional[int]):
     import orbax.checkpoint as ocp
 
     config = read_config(workdir)
     directory = (pathlib.Path(workdir) / CHECKPOINT_DIR).absolute()
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no checkpoints; train first or point --checkpoint at a workdir")
-    manager = ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()})
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    manager = ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+    steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+    if not steps:
         raise CheckpointError(f"{directory}: holds no complete checkpoint")
+    return config, manager, directory, steps
+
+
+def _variables_tree(state: Dict[str, Any], use_ema: bool) -> Tuple[str, Dict[str, Any]]:
+    """Which key of a saved train state holds the weights (EMA where kept and wanted), and the variables."""
+    key = "ema_params" if use_ema and state.get("ema_params") is not None else "params"
+    return key, {"params": state[key], **(state.get("extra") or {})}
+
+
+def variables_metadata(workdir: str, step: Optional[int] = None, use_ema: bool = True
+                       ) -> Tuple[ml_collections.ConfigDict, Dict[str, Any], int]:
+    """(config, variables as `jax.ShapeDtypeStruct`s, step) of the latest checkpoint (or `step`), read from its
+    metadata without loading an array: to check a checkpoint against a model before restoring it."""
+    import jax
+    config, manager, directory, steps = _open(workdir, step)
     try:
-        # Restore onto this process's first device whatever mesh wrote it (a pod checkpoint on one host).
-        import jax
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        metadata = manager.item_metadata(step)["state"]
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata,
-                              is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        tree = manager.item_metadata(steps[0])["state"]
     except Exception as e:  # orbax raises many types for truncated or foreign directories
-        raise CheckpointError(f"{directory}/{step}: cannot be restored ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    state = restored["state"]
-    params = state.get("ema_params") if use_ema and state.get("ema_params") is not None else state["params"]
-    variables = {"params": params, **(state.get("extra") or {})}
-    check_finite(variables, f"{directory}/{step}")
-    return config, variables, int(step)
+        raise CheckpointError(f"{directory}/{steps[0]}: cannot be read ({short_reason(e)})") from None
+    tree = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), dict(getattr(tree, "tree", tree)),
+                        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+    return config, _variables_tree(tree, use_ema)[1], steps[0]
+
+
+def load_variables(workdir: str, step: Optional[int] = None, use_ema: bool = True, target: Any = None
+                   ) -> Tuple[ml_collections.ConfigDict, Dict[str, Any], int]:
+    """(config, variables, step): `variables` = {"params": EMA (or raw) params, other collections...}.
+
+    Only the weights are read (not the optimiser state). `target`, a tree like `variables` of
+    `jax.ShapeDtypeStruct`s with shardings, restores each array straight into its sharding and dtype (each
+    device reads its own shard: a model larger than one device's memory loads onto a mesh); without it every
+    array lands whole on this process's first device in its saved dtype. The latest checkpoint that cannot
+    be read falls back to the one before it, with a warning."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    config, manager, directory, steps = _open(workdir, step)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    for i, candidate in enumerate(steps):
+        try:
+            saved = manager.item_metadata(candidate)["state"]
+            saved = dict(getattr(saved, "tree", saved))
+            key, saved_variables = _variables_tree(saved, use_ema)
+            want = saved_variables if target is None else target
+            restore_args = jax.tree.map(
+                lambda m: ocp.ArrayRestoreArgs(sharding=getattr(m, "sharding", None) or device, dtype=m.dtype),
+                want, is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+            item = {key: want["params"], "extra": {k: v for k, v in want.items() if k != "params"}}
+            args = {key: restore_args["params"], "extra": {k: v for k, v in restore_args.items() if k != "params"}}
+            if not item["extra"]:
+                del item["extra"], args["extra"]
+            restored = manager.restore(candidate, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=item, restore_args=args, partial_restore=True)))["state"]
+        except Exception as e:  # orbax raises many types for truncated or foreign directories
+            if i + 1 == len(steps):
+                raise CheckpointError(f"{directory}/{candidate}: cannot be restored ({short_reason(e)})") from None
+            log.warning("%s/%d: cannot be restored (%s); falling back to step %d", directory, candidate,
+                        short_reason(e),
+                        steps[i + 1])
+            continue
+        variables = {"params": restored[key], **(restored.get("extra") or {})}
+        check_finite(variables, f"{directory}/{candidate}")
+        return config, variables, int(candidate)
 
 
 def check_finite(variables: Any, where: str) -> None:

@@ -165,9 +165,18 @@ class TrainConfig:
     max_seconds: float = 0.0        # stop (with a checkpoint) after this much wall time; 0 = no limit
     init_from: str = ""             # fine-tune: start from this model folder's (EMA) weights, e.g. a converted
                                     # release (python -m jukejax.convert) or another run; "" = random init
+    max_consecutive_skips: int = 20  # stop (exit 2) after more non-finite steps than this in a row; checked at
+                                    # log and checkpoint steps, so the host never waits on the device in between
+    profile_start: int = 0          # write a jax.profiler trace of steps profile_start..profile_stop (1-based,
+    profile_stop: int = 0           # inclusive) to WORKDIR/profile; profile_stop 0 = no trace
 
     def __post_init__(self):
         _positive(self, "train", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints")
+        if self.max_consecutive_skips < 0:
+            raise ConfigError(f"train.max_consecutive_skips is {self.max_consecutive_skips}; expected >= 0")
+        if self.profile_stop and not 1 <= self.profile_start <= self.profile_stop:
+            raise ConfigError(f"train.profile_start {self.profile_start} and profile_stop {self.profile_stop}: "
+                              f"expected 1 <= profile_start <= profile_stop (steps are counted from 1)")
 
 
 def _positive(obj, section: str, *names: str) -> None:

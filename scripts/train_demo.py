@@ -118,8 +118,8 @@ def _run(args) -> int:
         history = run_lib.train(config, str(runs / component))
         wall = time.time() - t
         logs = history["logs"]
-        card["stages"][component] = dict(config=f"configs/{config_name}.py", steps=history["step"][-1] if
-                                         history["step"] else 0, wall_seconds=wall,
+        card["stages"][component] = dict(config=f"configs/{config_name}.py", steps=history["last_step"],
+                                         wall_seconds=wall,
                                          first_log=logs[0] if logs else {}, last_log=logs[-1] if logs else {})
         atomic_write_text(done, json.dumps(card["stages"][component], default=float))
 

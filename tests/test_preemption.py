@@ -3,6 +3,8 @@ bit-identical losses (CPU)."""
 import json
 import os
 import pathlib
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,13 +62,21 @@ def _start_and_wait(codes_dir, workdir, until_step):
     raise AssertionError("training did not reach the step in time")
 
 
+class _Losses(dict):
+    """Losses by step, and the workdir of the run that logged them."""
+
+    def __init__(self, losses, workdir):
+        super().__init__(losses)
+        self.workdir = workdir
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(codes_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("full")
     subprocess.run(_command(codes_dir, workdir), cwd=str(ROOT), env=_env(), check=True, capture_output=True)
     losses = _losses(workdir)
     assert sorted(losses) == list(range(1, STEPS + 1))
-    return losses
+    return _Losses(losses, workdir)
 
 
 @pytest.mark.slow
@@ -92,3 +102,50 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(codes_dir, uninterrupted, 
     assert step == stopped < STEPS  # nothing since the signal was lost
     subprocess.run(_command(codes_dir, tmp_path), cwd=str(ROOT), env=_env(), check=True, capture_output=True)
     assert _losses(tmp_path) == uninterrupted
+
+
+def _resumed_step(stderr: str) -> int:
+    match = re.search(r"resumed at step (\d+)", stderr)
+    assert match, stderr[-2000:]
+    return int(match.group(1))
+
+
+@pytest.mark.slow
+def test_kill_9_loses_at_most_one_checkpoint_interval(codes_dir, uninterrupted, tmp_path):
+    """Killed at step K with checkpoints every 4: the restart resumes at K - 4 or later (a save takes longer
+    than 4 steps of this model, so before each save was committed while the next step ran, two intervals
+    were lost); the partial step directory a kill leaves is cleaned up."""
+    proc = _start_and_wait(codes_dir, tmp_path, 9)  # checkpoints every 4 steps: 4, 8 saved, 12 maybe in flight
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(_losses(tmp_path))
+    done = subprocess.run(_command(codes_dir, tmp_path), cwd=str(ROOT), env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = _resumed_step(done.stderr)
+    print(f"killed at step {killed_at}, resumed at {resumed}")
+    assert resumed >= killed_at - 4
+    assert _losses(tmp_path) == uninterrupted
+    assert not list((tmp_path / "checkpoints").glob("*orbax-checkpoint-tmp*"))
+
+
+@pytest.mark.slow
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(codes_dir, uninterrupted, tmp_path):
+    """The latest checkpoint's array files damaged (a disk error, a copy cut short): one short warning, the
+    run resumes from the previous checkpoint and repeats the lost steps exactly; a leftover partial step
+    directory from an earlier kill is removed."""
+    shutil.copytree(pathlib.Path(uninterrupted.workdir) / "checkpoints", tmp_path / "checkpoints")
+    shutil.copy(pathlib.Path(uninterrupted.workdir) / "config.json", tmp_path / "config.json")
+    latest = max(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    for f in (tmp_path / "checkpoints" / str(latest) / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":  # the array data (TensorStore's OCDBT data files)
+            f.write_bytes(b"\0" * 16)
+    (tmp_path / "checkpoints" / f"{latest + 4}.orbax-checkpoint-tmp").mkdir()
+    done = subprocess.run(_command(codes_dir, tmp_path), cwd=str(ROOT), env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    warning = [line for line in done.stderr.splitlines() if "cannot be restored" in line]
+    print(warning)
+    assert len(warning) == 1 and len(warning[0]) < 600 and f"falling back to step {latest - 4}" in warning[0]
+    assert _resumed_step(done.stderr) == latest - 4
+    losses = _losses(tmp_path)
+    assert all(losses[s] == uninterrupted[s] for s in range(latest - 3, STEPS + 1))
+    assert not list((tmp_path / "checkpoints").glob("*orbax-checkpoint-tmp*"))

@@ -13,7 +13,7 @@ import pathlib
 import signal
 import threading
 import time
-from typing import Any, Dict, Iterator, Optional, Protocol
+from typing import Any, Dict, Iterator, List, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +22,9 @@ import orbax.checkpoint as ocp
 from flax import linen as nn
 
 from jukejax import parallel
+from jukejax.checkpoint import CheckpointError, load_variables, short_reason, variables_metadata
 from jukejax.config import ConfigError, MeshConfig, OptimConfig, TrainConfig
-from jukejax.errors import check_workdir
+from jukejax.errors import UserError, check_workdir
 from jukejax.train import state as state_lib
 
 log = logging.getLogger("jukejax.train")
@@ -81,6 +82,37 @@ def _grows_label_table(name: str, got: tuple, want: tuple) -> bool:
             and got[0] < want[0])
 
 
+class TrainingDiverged(UserError):
+    """Too many non-finite steps in a row (or a run that ended on them): usually a learning rate too high for
+    the data, or data the labels cannot describe (e.g. songs shorter than `prior.min_duration`)."""
+
+
+class _Profile:
+    """A `jax.profiler` trace of steps `train.profile_start`..`train.profile_stop` (1-based, inclusive) into
+    WORKDIR/profile, for TensorBoard's profile tab or Perfetto; off when `profile_stop` is 0."""
+
+    def __init__(self, cfg: TrainConfig, workdir: pathlib.Path):
+        self.first, self.last = cfg.profile_start, cfg.profile_stop
+        self.directory = workdir / "profile"
+        self.active = False
+
+    def before(self, step: int) -> None:
+        if self.last and step == self.first and not self.active:
+            jax.profiler.start_trace(str(self.directory))
+            self.active = True
+
+    def after(self, step: int, state) -> None:
+        if self.active and step >= self.last:
+            jax.block_until_ready(state)
+            self.close()
+
+    def close(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
+            log.info("profile of steps %d-%d written to %s", self.first, self.last, self.directory)
+
+
 class Trainer:
     """Owns the mesh, the compiled step and the checkpoint manager for one task."""
 
@@ -91,8 +123,9 @@ class Trainer:
         self.tx = state_lib.make_optimizer(config.optim)
         self.manager = ocp.CheckpointManager(
             (self.workdir / "checkpoints").absolute(),
+            # cleanup_tmp_directories: the partial steps (`N.orbax-checkpoint-tmp`) a kill left behind go.
             options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True,
-                                                 enable_async_checkpointing=True),
+                                                 enable_async_checkpointing=True, cleanup_tmp_directories=True),
         )
         self._step_fn = self._eval_fn = None
 
@@ -104,10 +137,7 @@ class Trainer:
         shardings, abstract = self.state_shardings(batch)
         rng = jax.random.PRNGKey(self.config.train.seed)
         if self.config.train.init_from:
-            variables = self._pretrained(abstract, batch)
-            # placed leaf by leaf where the params (and the replicated collections) live
-            variables = jax.tree.map(parallel.put_global, variables,
-                                     {"params": shardings.params, **shardings.extra})
+            variables = self._pretrained(abstract, shardings, batch)
             with jax.set_mesh(self.mesh):
                 return jax.jit(lambda v, rng: state_lib.init_state(v, self.tx, rng, self.config.optim),
                                out_shardings=shardings)(variables, rng)
@@ -118,19 +148,18 @@ class Trainer:
         with jax.set_mesh(self.mesh):
             return jax.jit(make, out_shardings=shardings)(rng, batch)
 
-    def _pretrained(self, abstract, batch) -> Dict[str, Any]:
-        """`train.init_from`'s variables (its EMA weights where it has them), checked against this model's tree:
-        every collection, key and shape must match, except that the artist/genre embeddings may have more rows
-        here (names appended to the model's tables; the new rows are initialised afresh); dtypes are cast to
-        this model's."""
-        from jukejax.checkpoint import load_variables
+    def _pretrained(self, abstract, shardings, batch) -> Dict[str, Any]:
+        """`train.init_from`'s variables (its EMA weights where it has them), checked against this model's tree
+        before anything is read: every collection, key and shape must match, except that the artist/genre
+        embeddings may have more rows here (names appended to the model's tables; the new rows are initialised
+        afresh). Restored straight into this mesh's shardings in this model's dtypes."""
         source = self.config.train.init_from
-        config, variables, step = load_variables(source)
+        config, variables, step = variables_metadata(source)
         want = {"params": abstract.params, **abstract.extra}
         where = f"train.init_from {source}"
         if set(variables) != set(want):
             raise ConfigError(f"{where}: holds collections {sorted(variables)} (a {config.get('model')} model); "
-                             f"this {self.task.name} needs {sorted(want)}")
+                              f"this {self.task.name} needs {sorted(want)}")
         got_leaves = dict(jax.tree_util.tree_flatten_with_path(variables)[0])
         want_leaves = dict(jax.tree_util.tree_flatten_with_path(want)[0])
         for path in sorted(set(got_leaves) | set(want_leaves), key=str):
@@ -143,6 +172,13 @@ class Trainer:
                 raise ConfigError(f"{where}: parameter {name} has shape {got_shape}; this model's is {want_shape}")
         grown = {path: (got_leaves[path].shape[0], want_leaves[path].shape[0]) for path in got_leaves
                  if tuple(got_leaves[path].shape) != tuple(want_leaves[path].shape)}
+        place = {"params": shardings.params, **shardings.extra}
+        rep = parallel.replicated(self.mesh)
+        # a grown table is read at its saved shape (replicated), then extended and placed
+        target = jax.tree_util.tree_map_with_path(
+            lambda path, a, sh: jax.ShapeDtypeStruct(got_leaves[path].shape if path in grown else a.shape, a.dtype,
+                                                     sharding=rep if path in grown else sh), want, place)
+        _, variables, step = load_variables(source, step=step, target=target)
         if grown:
             # New artist/genre names (a dataset built with --artist_ids/--genre_ids from the model's tables) get
             # new embedding rows, freshly initialised as this model initialises them; the model's rows stay.
@@ -152,32 +188,47 @@ class Trainer:
                 log.info("%s: %s grows from %d to %d rows (new labels)", where, jax.tree_util.keystr(path),
                          old_rows, new_rows)
             variables = jax.tree_util.tree_map_with_path(
-                lambda path, x: np.concatenate([np.asarray(x), np.asarray(fresh[path])[x.shape[0]:]])
-                if path in grown else x, variables)
+                lambda path, x, sh: parallel.put_global(
+                    np.concatenate([np.asarray(x), np.asarray(fresh[path])[x.shape[0]:]]), sh)
+                if path in grown else x, variables, place)
         log.info("%s: initialised from %s (step %d)", self.task.name, source, step)
-        return jax.tree.map(lambda x, a: x.astype(a.dtype), variables, want)
+        return variables
 
     # ----- checkpoints -------------------------------------------------------------------------------
-    def save(self, state, iterator, force: bool = False) -> None:
-        step = int(state.step)
+    def save(self, state, iterator_state, force: bool = False) -> None:
+        """Start an asynchronous save of `state` with the data iterator's position `iterator_state`."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave({"iterator": _iterator_state(iterator)}),
+            data=ocp.args.JsonSave({"iterator": iterator_state}),
             meta=ocp.args.JsonSave(self.task.metadata()),
         )
-        self.manager.save(step, args=args, force=force)
+        self.manager.save(int(_fetch(state.step)), args=args, force=force)
 
     def restore(self, batch, iterator, step: Optional[int] = None):
-        step = self.manager.latest_step() if step is None else step
-        if step is None:
+        """The latest checkpoint (or `step`), restored straight into this mesh's shardings; None if there is none.
+
+        A checkpoint that cannot be read (a disk error, a file cut short) is reported in one warning and the
+        one before it is tried, so a damaged latest checkpoint costs one interval, not the run."""
+        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
             return None
         shardings, abstract = self.state_shardings(batch)
         target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-        if iterator is not None:
-            _set_iterator_state(iterator, restored["data"]["iterator"])
-        return restored["state"]
+        for i, candidate in enumerate(steps):
+            try:
+                restored = self.manager.restore(candidate, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+            except Exception as e:  # Orbax/TensorStore raise many types for damaged files
+                where = self.manager.directory / str(candidate)
+                if i + 1 == len(steps):
+                    raise CheckpointError(f"{where}: cannot be restored ({short_reason(e)}); no earlier checkpoint "
+                                          f"is intact; move {self.manager.directory} away to start afresh") from None
+                log.warning("%s: cannot be restored (%s); falling back to step %d", where, short_reason(e),
+                            steps[i + 1])
+                continue
+            if iterator is not None:
+                _set_iterator_state(iterator, restored["data"]["iterator"])
+            return restored["state"]
 
     # ----- the loop ----------------------------------------------------------------------------------
     def compiled_step(self):
@@ -185,106 +236,154 @@ class Trainer:
             self._step_fn = jit_train_step(self.task, self.tx, self.config.optim)
         return self._step_fn
 
-    def run(self, max_consecutive_skips: int = 20, stop_after: Optional[int] = None) -> Dict[str, list]:
-        """Train until `train.num_steps` (or `stop_after` more steps). Returns the logged history.
+    def run(self, stop_after: Optional[int] = None) -> Dict[str, Any]:
+        """Train until `train.num_steps` (or `stop_after` more steps). Returns {"logs": one dict of scalars per
+        log step, "last_step": the step reached}.
 
-        SIGTERM/SIGINT (preemption, Ctrl-C) finish the current step, save a checkpoint and return; a
-        `kill -9` loses at most the steps since the last checkpoint, and the restarted run repeats them
-        exactly (same batches, same keys)."""
+        SIGTERM/SIGINT (preemption, Ctrl-C) finish the current step, save a checkpoint and return. Saves are
+        asynchronous but each is committed while the step after it computes, before that step is reported, so
+        a `kill -9` loses at most the steps since the last checkpoint (under one interval), and the restarted
+        run repeats them exactly (same batches, same keys). More than `train.max_consecutive_skips` non-finite steps in a row,
+        or a run that ends on a non-finite step, raise `TrainingDiverged` naming the last good checkpoint."""
         self._stop_signal = None
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._request_stop)
         try:
-            return self._run(max_consecutive_skips, stop_after)
+            return self._run(stop_after)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            # Every save started is finished (or has failed) before the caller sees a result or an error.
+            self.manager.wait_until_finished()
 
     def _request_stop(self, signum, frame):
         self._stop_signal = signum
 
-    def _run(self, max_consecutive_skips: int, stop_after: Optional[int]) -> Dict[str, list]:
+    def _diverged(self, step: int, in_a_row: int, ended: bool) -> "TrainingDiverged":
+        """The stop after non-finite steps: every checkpoint is saved after a finite step and none is saved
+        during a run of non-finite ones, so the latest checkpoint is the last one before the first of them."""
+        self.manager.wait_until_finished()
+        first = step - in_a_row + 1
+        good = [s for s in self.manager.all_steps() if s < first]
+        what = (f"the run ended on {in_a_row} non-finite step(s) in a row (steps {first}-{step})" if ended else
+                f"{in_a_row} steps in a row (steps {first}-{step}) had a non-finite loss or gradient, more than "
+                f"train.max_consecutive_skips={self.config.train.max_consecutive_skips}")
+        if good:
+            where = f"last good checkpoint: {self.manager.directory / str(max(good))} (step {max(good)}, saved " \
+                    f"before the first of them; the same command resumes from it)"
+        else:
+            where = "no checkpoint was saved before the first of them"
+        return TrainingDiverged(f"{what}; stopped; {where}; check the data or lower optim.lr")
+
+    def _run(self, stop_after: Optional[int]) -> Dict[str, Any]:
         cfg = self.config.train
         iterator = self.task.train_iterator(cfg.seed)
-        first = next(iterator)
-        host_batch = first
+        host_batch = next(iterator)
         with jax.set_mesh(self.mesh):
             batch = parallel.shard_batch(host_batch, self.mesh)
             state = self.restore(batch, iterator)
+            resumed = state is not None
             if state is None:
                 state = self.init(batch)
-                resumed = False
             else:
-                resumed = True
-                host_batch = next(iterator)
-        start = int(state.step)
+                host_batch = next(iterator)  # the restored iterator's position: the batch after the checkpoint
+                batch = parallel.shard_batch(host_batch, self.mesh)
+        start = int(_fetch(state.step))
         log.info("%s: %s at step %d in %s", self.task.name, "resumed" if resumed else "started", start,
                  self.workdir)
         writer = _writer(self.workdir) if jax.process_index() == 0 else None
-        history: Dict[str, list] = {"step": [], "loss": [], "logs": []}
+        logs: List[Dict[str, float]] = []
         step_fn = self.compiled_step()
         end = cfg.num_steps if stop_after is None else min(cfg.num_steps, start + stop_after)
+        profile = _Profile(cfg, self.workdir)
         bar = _progress(start, cfg.num_steps)
-        t0, t_last = time.time(), time.time()
-        step = start
-        with jax.set_mesh(self.mesh):
-            while step < end:
-                batch = parallel.shard_batch(host_batch, self.mesh)
-                state, metrics = step_fn(state, batch)
-                step += 1
-                loss = float(metrics["loss"])
-                history["step"].append(step)
-                history["loss"].append(loss)
-                if not bool(metrics["step_ok"]):
-                    log.warning("step %d skipped: loss %s, grad norm %s (%d skipped so far)", step, loss,
-                                float(metrics["grad_norm"]), int(metrics["skipped"]))
-                    if int(state.skipped_in_a_row) > max_consecutive_skips:
-                        raise FloatingPointError(
-                            f"{int(state.skipped_in_a_row)} steps in a row had a non-finite loss or gradient; "
-                            f"stopping (last good checkpoint: step {self.manager.latest_step()})")
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                if step % cfg.log_every == 0 or step == end:
-                    now = time.time()
-                    scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
-                    scalars["steps_per_second"] = cfg.log_every / max(now - t_last, 1e-9)
-                    t_last = now
-                    if writer is not None:
-                        for k, v in scalars.items():
-                            writer.add_scalar(f"train/{k}", v, step)
-                    history["logs"].append(dict(scalars, step=step))
-                    if jax.process_index() == 0:
-                        with open(self.workdir / METRICS_FILE, "a") as f:  # exact floats, for resume checks
-                            f.write(json.dumps(dict(scalars, step=step)) + "\n")
-                    log.info("step %d: %s", step, json.dumps({k: round(v, 5) for k, v in scalars.items()}))
-                if step % cfg.eval_every == 0 or step == end:
-                    self.evaluate(state, step, writer, host_batch)
-                if step % cfg.checkpoint_every == 0 or step == end:
-                    # Saved before the next batch is drawn, so the iterator resumes at that batch.
-                    self.save(state, iterator)
-                out_of_time = cfg.max_seconds > 0 and time.time() - t0 > cfg.max_seconds
-                if self._stop_signal is not None or out_of_time:
-                    if step % cfg.checkpoint_every != 0 and step != end:
-                        self.save(state, iterator, force=True)
-                    reason = (f"{signal.Signals(self._stop_signal).name} received" if self._stop_signal is not None
-                              else f"train.max_seconds {cfg.max_seconds:g} reached")
-                    log.warning("%s: saved a checkpoint at step %d and stopped", reason, step)
-                    if self._stop_signal is not None:
-                        history["stopped_by_signal"] = [self._stop_signal]
-                    break
-                if step < end:
-                    host_batch = next(iterator)
-        self.manager.wait_until_finished()
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
+        t0 = t_last = time.time()
+        step, step_last = start, start
+        save_due = False  # a checkpoint step fell inside a run of non-finite steps: save after the next good one
+        saving = False    # a save was started after the previous step
+        try:
+            with jax.set_mesh(self.mesh):
+                while step < end:
+                    profile.before(step + 1)
+                    state, metrics = step_fn(state, batch)  # dispatched; the host runs on while it computes
+                    step += 1
+                    if saving:
+                        # The previous step's checkpoint is committed while this step computes, before this
+                        # step can be reported: a kill never loses more than the steps since the last one.
+                        self.manager.wait_until_finished()
+                        saving = False
+                    # The data position a checkpoint of this step resumes from: before the next batch is drawn.
+                    iterator_state = _iterator_state(iterator)
+                    if step < end:
+                        host_batch_used, host_batch = host_batch, next(iterator)
+                        batch = parallel.shard_batch(host_batch, self.mesh)
+                    else:
+                        host_batch_used = host_batch
+                    profile.after(step, state)
+                    if bar is not None:
+                        bar.update(1)
+                    is_log = step % cfg.log_every == 0 or step == end
+                    is_checkpoint = step % cfg.checkpoint_every == 0 or step == end or save_due
+                    stopping = self._stop_signal is not None or (cfg.max_seconds > 0
+                                                                 and time.time() - t0 > cfg.max_seconds)
+                    if not (is_log or is_checkpoint or stopping or step % cfg.eval_every == 0):
+                        continue
+                    # The only host syncs: here, at log/eval/checkpoint steps (and at a stop).
+                    in_a_row = int(_fetch(state.skipped_in_a_row))
+                    if in_a_row > cfg.max_consecutive_skips:
+                        raise self._diverged(step, in_a_row, ended=False)
+                    if is_log:
+                        now = time.time()
+                        scalars = {k: float(v) for k, v in _fetch(metrics).items() if np.ndim(v) == 0}
+                        scalars["steps_per_second"] = (step - step_last) / max(now - t_last, 1e-9)
+                        t_last, step_last = now, step
+                        self._log(scalars, step, writer, logs)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+                    if step % cfg.eval_every == 0 or step == end:
+                        self.evaluate(state, step, writer, host_batch_used)
+                    if is_checkpoint or stopping:
+                        if in_a_row == 0:
+                            self.save(state, iterator_state, force=stopping)
+                            save_due, saving = False, True
+                        elif is_checkpoint and not save_due:
+                            log.warning("step %d: not saving a checkpoint after %d non-finite step(s); saving "
+                                        "after the next finite one", step, in_a_row)
+                            save_due = True
+                    if stopping:
+                        reason = (f"{signal.Signals(self._stop_signal).name} received" if self._stop_signal
+                                  is not None else f"train.max_seconds {cfg.max_seconds:g} reached")
+                        log.warning("%s: %s at step %d and stopped", reason,
+                                    "saved a checkpoint" if in_a_row == 0 else
+                                    f"no checkpoint saved ({in_a_row} non-finite steps just before)", step)
+                        break
+            in_a_row = int(_fetch(state.skipped_in_a_row))
+            if in_a_row > 0 and step == end and self._stop_signal is None:
+                raise self._diverged(step, in_a_row, ended=True)
+        finally:
+            profile.close()
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
         log.info("%s: %d steps in %.1f s", self.task.name, step - start, time.time() - t0)
         self.state = state
-        return history
+        return {"logs": logs, "last_step": step}
+
+    def _log(self, scalars: Dict[str, float], step: int, writer, logs: List[Dict[str, float]]) -> None:
+        entry = dict(scalars, step=step)
+        logs.append(entry)
+        if not np.isfinite(scalars.get("loss", 0.0)):
+            log.warning("step %d: non-finite loss (steps skipped so far: %d)", step, int(scalars["skipped"]))
+        if writer is not None:
+            for k, v in scalars.items():
+                writer.add_scalar(f"train/{k}", v, step)
+        if jax.process_index() == 0:
+            with open(self.workdir / METRICS_FILE, "a") as f:  # exact floats, for resume checks
+                f.write(json.dumps(entry) + "\n")
+        log.info("step %d: %s", step, json.dumps({k: round(v, 5) for k, v in scalars.items()}))
 
     def evaluate(self, state, step: int, writer, host_batch) -> Dict[str, float]:
         params = state.ema_params if state.ema_params is not None else state.params
@@ -295,7 +394,7 @@ class Trainer:
         eval_fn = self._eval_fn
         for eval_batch in (batches or []):
             loss, (_, metrics) = eval_fn(params, state.extra, parallel.shard_batch(eval_batch, self.mesh))
-            for k, v in dict(metrics, loss=loss).items():
+            for k, v in _fetch(dict(metrics, loss=loss)).items():
                 if np.ndim(v) == 0:
                     totals.setdefault(k, []).append(float(v))
         means = {k: float(np.mean(v)) for k, v in totals.items()}
@@ -329,6 +428,11 @@ def train_state_shardings(task: Task, tx, config: LoopConfig, mesh, batch) -> An
 def jit_train_step(task: Task, tx, optim: OptimConfig):
     """The jitted train step the loop runs (the state donated); `jukejax.aot` compiles the same one."""
     return jax.jit(state_lib.make_train_step(task.loss_fn, tx, optim), donate_argnums=0)
+
+
+def _fetch(tree):
+    """Device -> host, explicitly: the loop's only syncs with the device (at log, eval and checkpoint steps)."""
+    return jax.device_get(tree)
 
 
 def _map_param_like(tree, params, param_sh, rep):

@@ -58,8 +58,9 @@ def init_state(variables: Dict[str, Any], tx: optax.GradientTransformation, rng:
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, config: OptimConfig):
-    """One optimisation step. A step whose loss or gradient norm is not finite (or exceeds
-    `ignore_grad_norm`) leaves params, optimiser state, EMA and codebook unchanged and is counted."""
+    """One optimisation step. A step whose loss, gradient norm or update is not finite (or whose gradient norm
+    exceeds `ignore_grad_norm`) leaves params, optimiser state, EMA and codebook unchanged and is counted in
+    `skipped` and `skipped_in_a_row`, on the device: the host reads them only when it logs or saves."""
     def train_step(state: TrainState, batch):
         rng = jax.random.fold_in(state.rng, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -70,6 +71,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, config: O
             ok &= grad_norm <= config.ignore_grad_norm
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        ok &= jnp.isfinite(optax.tree.norm(updates))  # a finite gradient can still overflow the update
         ema = state.ema_params
         if ema is not None:
             mu = config.ema_mu
