@@ -118,8 +118,7 @@ def load_variables(workdir: str, step: Optional[int] = None, use_ema: bool = Tru
             if i + 1 == len(steps):
                 raise CheckpointError(f"{directory}/{candidate}: cannot be restored ({short_reason(e)})") from None
             log.warning("%s/%d: cannot be restored (%s); falling back to step %d", directory, candidate,
-                        short_reason(e),
-                        steps[i + 1])
+                        short_reason(e), steps[i + 1])
             continue
         variables = {"params": restored[key], **(restored.get("extra") or {})}
         check_finite(variables, f"{directory}/{candidate}")

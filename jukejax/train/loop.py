@@ -243,8 +243,9 @@ class Trainer:
         SIGTERM/SIGINT (preemption, Ctrl-C) finish the current step, save a checkpoint and return. Saves are
         asynchronous but each is committed while the step after it computes, before that step is reported, so
         a `kill -9` loses at most the steps since the last checkpoint (under one interval), and the restarted
-        run repeats them exactly (same batches, same keys). More than `train.max_consecutive_skips` non-finite steps in a row,
-        or a run that ends on a non-finite step, raise `TrainingDiverged` naming the last good checkpoint."""
+        run repeats them exactly (same batches, same keys). More than `train.max_consecutive_skips` non-finite
+        steps in a row, or a run that ends on a non-finite step, raise `TrainingDiverged` naming the last good
+        checkpoint."""
         self._stop_signal = None
         previous = {}
         if threading.current_thread() is threading.main_thread():
