@@ -433,7 +433,7 @@ def test_finite_epochs_and_validation(codes):
         _pipe(source, hop_lengths=(8, 32, 128))
     with pytest.raises(ConfigError, match="level 3 is not stored"):
         _pipe(source, level=3)
-    with pytest.raises(ConfigError, match=r"2 genre ids but y_bins \(genres, artists\) allows 1"):
+    with pytest.raises(ConfigError, match=r"4 genre ids but y_bins \(genres, artists\) allows 1"):
         _pipe(source, y_bins=(1, 100))
     with pytest.raises(ConfigError, match="batch_size 3 is not divisible by the 2 processes"):
         _pipe(source, batch_size=3, shard_count=2)

@@ -137,12 +137,12 @@ def test_label_and_rate_settings_are_checked_against_the_dataset(codes_dir, tmp_
     index past the embeddings; another sample rate trains on audio read at the wrong speed."""
     from jukejax.config import ConfigError
     from jukejax.train import prior_task
-    config = tiny_prior.get_config()
+    config = tiny_configs.prior()
     config.data.codes_dir = str(codes_dir)
     section, name = field.split(".")
     config[section][name] = value
     with pytest.raises(ConfigError, match=message):
         prior_task.make_task(config, str(tmp_path))
-    config = tiny_prior.get_config()
+    config = tiny_configs.prior()
     config.data.codes_dir = str(codes_dir)
     prior_task.make_task(config, str(tmp_path))  # the unchanged config passes

@@ -105,7 +105,7 @@ def test_a_dataset_at_another_sample_rate_is_refused(dataset, tmp_path):
     """`data build` defaults to 44.1 kHz; a 22.05 kHz recipe must not read its windows as its own rate."""
     from jukejax.config import ConfigError
     from jukejax.train import vqvae_task
-    config = tiny_vqvae.get_config()
+    config = tiny_configs.vqvae()
     config.data.dataset_dir = dataset
     config.vqvae.sr = 16000
     with pytest.raises(ConfigError, match=r"holds 8000 Hz audio but config.vqvae.sr is 16000 Hz: rebuild it "

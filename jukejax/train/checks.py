@@ -8,7 +8,7 @@ the dataset's value, the config field and its value.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -43,8 +43,7 @@ def check_codes_dataset(codes_dir: str, *, sr: int, sr_field: str) -> None:
 
 
 def check_labels(*, artists: Sequence[str], genres: Sequence[str], total_lengths: np.ndarray, sr: int,
-                 y_bins: Sequence[int], min_duration: float, max_duration: float, where: str,
-                 prior_genre_size: int, data_genre_size: Optional[int] = None) -> None:
+                 y_bins: Sequence[int], min_duration: float, max_duration: float, where: str) -> None:
     """The dataset's artist/genre tables and song durations against the label settings.
 
     `y_bins` is (genre bins, artist bins), the original's order (`jukebox/prior/conditioners.py`,
@@ -57,9 +56,6 @@ def check_labels(*, artists: Sequence[str], genres: Sequence[str], total_lengths
         raise ConfigError(f"{where} has {len(genres)} genres and {len(artists)} artists but prior.y_bins is "
                           f"{tuple(y_bins)} (genre bins, artist bins): set prior.y_bins=({max(len(genres), 1)}, "
                           f"{max(len(artists), 1)}) or more")
-    if data_genre_size is not None and data_genre_size != prior_genre_size:
-        raise ConfigError(f"data.max_bow_genre_size {data_genre_size} differs from prior.max_bow_genre_size "
-                          f"{prior_genre_size}; they must be equal")
     seconds = np.asarray(total_lengths, np.float64) / sr
     if seconds.size == 0:
         return

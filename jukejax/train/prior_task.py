@@ -102,8 +102,7 @@ def _check_labels(pc: PriorConfig, data: DataConfig, source, where: str) -> None
         return
     checks.check_labels(artists=source.artists, genres=source.genres,
                         total_lengths=source.table["total_length"], sr=pc.vqvae.sr, y_bins=hps.y_bins,
-                        min_duration=hps.min_duration, max_duration=hps.max_duration, where=where,
-                        prior_genre_size=hps.max_bow_genre_size, data_genre_size=data.max_bow_genre_size)
+                        min_duration=hps.min_duration, max_duration=hps.max_duration, where=where)
 
 
 def make_task(config, workdir: str) -> PriorTask:
