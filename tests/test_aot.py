@@ -92,8 +92,7 @@ def test_command_line_reports_a_bad_topology_in_one_line():
 def test_compiler_out_of_hbm_refused_in_one_line():
     """Temporaries over HBM (the VQ-VAE's activations at a huge batch): the compiler refuses, and so do we, in
     one line with a batch that would fit."""
-    from configs import tiny_vqvae
-    config = tiny_vqvae.get_config()
+    config = tiny_configs.vqvae()
     with config.unlocked():
         config.data.batch_size = 262144
     with pytest.raises(aot.AOTError) as e:
