@@ -329,14 +329,17 @@ def test_failed_build_leaves_no_dataset_dir(tmp_path, monkeypatch, where):
     for name in ("x.wav", "y.wav", "z.wav"):
         _write(root / name, 1.0)
     calls = []
+    # generation: the second song fails to decode; tables: the per-split window tables (written after the
+    # records, before the rename) fail
+    fail_on = 2 if where == "generation" else 1
 
     def boom(*args, **kw):
         calls.append(args)
-        if len(calls) == 2:
+        if len(calls) == fail_on:
             raise RuntimeError("boom")
         return real(*args, **kw)
 
-    target = (audio, "read_audio") if where == "generation" else (builder_mod, "write_name_table")
+    target = (audio, "read_audio") if where == "generation" else (builder_mod, "_window_tables")
     real = getattr(*target)
     monkeypatch.setattr(*target, boom)
     with pytest.raises(RuntimeError, match="boom"):
