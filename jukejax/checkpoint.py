@@ -105,8 +105,12 @@ def load_variables(workdir: str, step: Optional[int] = None, use_ema: bool = Tru
             saved = dict(getattr(saved, "tree", saved))
             key, saved_variables = _variables_tree(saved, use_ema)
             want = saved_variables if target is None else target
+            # Without a target, this process's first device: the saved metadata's own sharding names the
+            # devices of the run that wrote it, which another process or topology does not have.
             restore_args = jax.tree.map(
-                lambda m: ocp.ArrayRestoreArgs(sharding=getattr(m, "sharding", None) or device, dtype=m.dtype),
+                lambda m: ocp.ArrayRestoreArgs(
+                    sharding=(getattr(m, "sharding", None) if target is not None else None) or device,
+                    dtype=m.dtype),
                 want, is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
             item = {key: want["params"], "extra": {k: v for k, v in want.items() if k != "params"}}
             args = {key: restore_args["params"], "extra": {k: v for k, v in restore_args.items() if k != "params"}}
