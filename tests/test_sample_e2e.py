@@ -293,13 +293,18 @@ def test_checkpoint_that_does_not_match_its_config(bundle_dir, tmp_path):
 def test_cli_prints_one_line_and_exits_2(bundle_dir, tmp_path, capsys):
     import sample  # the repo-root entry point
     from absl import flags
+    import logging
     argv = ["sample.py", f"--checkpoint={bundle_dir}", f"--workdir={tmp_path / 'out'}", "--n_samples=0"]
+    # absl logs unparse_flags() at INFO; a handler an earlier test left on a closed capture stream would print
+    # "--- Logging error ---" into this test's stderr, which is not what sample.py printed
+    logging.disable(logging.INFO)
     flags.FLAGS.unparse_flags()
     flags.FLAGS(argv)
     try:
         assert sample.main([]) == 2
     finally:
         flags.FLAGS.unparse_flags()
+        logging.disable(logging.NOTSET)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: n_samples 0: must be at least 1"]
 
