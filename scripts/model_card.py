@@ -41,12 +41,19 @@ def write_model_card(out: pathlib.Path, card: dict) -> pathlib.Path:
                   f"- artists: {data.get('artists', 'see ids/artist_ids.txt')}", ""]
     lines += ["## Commands", "", "```", "python scripts/make_demo_dataset.py --out DEMO_DATA --sr 22050 "
               "--render_sr 44100 --max_pieces 15 --max_seconds 240",
-              f"python scripts/train_demo.py --data DEMO_DATA --out models/demo --minutes {card.get('minutes', '')}",
+              f"python scripts/train_demo.py --data DEMO_DATA --out models/demo "
+              f"{card.get('train_args') or '--minutes ' + str(card.get('minutes', ''))}",
               "make sample", "```", "", "## Training (measured on the 2-core development machine)", "",
               "| stage | config | steps | wall time | first logged loss | last logged loss |", "|---|---|---|---|---|---|"]
     for name, stage in card.get("stages", {}).items():
         first, last = stage.get("first_log", {}), stage.get("last_log", {})
-        lines.append(f"| {name} | `{stage['config']}` | {stage['steps']} | {stage['wall_seconds'] / 60:.1f} min | "
+        steps, wall = f"{stage['steps']}", f"{stage['wall_seconds'] / 60:.1f} min"
+        before = stage.get("started_from")
+        if before:   # fine-tuned from an earlier model folder's weights: its training, then this run's
+            steps, wall = f"{before['steps']} + {steps}", f"{before['wall_seconds'] / 60:.1f} + {wall}"
+            first = before.get("first_log", first)
+        kept = " (kept from the earlier model)" if stage.get("kept_from") else ""
+        lines.append(f"| {name}{kept} | `{stage['config']}` | {steps} | {wall} | "
                      f"{_fmt(first.get('loss'))} | {_fmt(last.get('loss'))} |")
     if "encode_seconds" in card:
         lines.append(f"\nPre-encoding every song at all three levels: {card['encode_seconds'] / 60:.1f} min.")

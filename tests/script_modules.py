@@ -11,6 +11,8 @@ def load_script(name: str):
     """The module of scripts/<name>.py, registered in sys.modules (dataclasses and pickling look it up there)."""
     if name in sys.modules:
         return sys.modules[name]
+    if str(SCRIPTS) not in sys.path:      # running `python scripts/x.py` puts scripts/ first on the path
+        sys.path.insert(0, str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
