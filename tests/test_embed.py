@@ -1,6 +1,7 @@
 """`python -m jukejax.embed` on the bundled demo model: outputs, manifest, resume, bad input (one line, exit 2,
 nothing written)."""
 import json
+import re
 import pathlib
 import shutil
 
@@ -179,3 +180,98 @@ def test_fp16_params_rounds_conv1d_kernels_like_the_original():
     for kept, original in ((block["attn"]["c_attn"]["bias"], w[0]), (block["ln_0"]["scale"], w[0]),
                            (out["prior"]["x_emb"]["embedding"], w)):
         np.testing.assert_array_equal(kept, original)
+
+
+@pytest.fixture(scope="module")
+def dataset_and_folder(tmp_path_factory):
+    """A tiny jukejax_music dataset at 16 kHz (the demo model's rate is 22.05 kHz: both paths resample), and a
+    folder of PCM_16 wavs holding exactly its int16 samples under its song keys."""
+    from jukejax.data import BuildConfig, build_dataset, load_source
+
+    songs = write_songs(tmp_path_factory.mktemp("ds_songs"), 3, 2.0, 16000, seed=3)
+    write_songs(songs / "more", 1, 2.5, 16000, seed=4)
+    data = tmp_path_factory.mktemp("ds")
+    build_dataset(BuildConfig(audio_dir=str(songs), sr=16000, channels=2, window_seconds=0.5, test_fraction=0.25),
+                  data)
+    folder = tmp_path_factory.mktemp("ds_as_wavs")
+    splits = {}
+    for split in ("train", "test"):
+        source = load_source(data, split)
+        w = source.windows
+        for song_id in np.unique(w["song_id"]):
+            rows = np.flatnonzero(w["song_id"] == song_id)
+            records = [source[int(i)] for i in rows[np.argsort(w["window_index"][rows])]]
+            key = records[0]["song_key"].decode()
+            (folder / key).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(folder / key, np.concatenate([r["audio"] for r in records]), 16000, subtype="PCM_16")
+            splits[key] = split
+    assert sorted(splits) == ["more/song0.wav", "song0.wav", "song1.wav", "song2.wav"]
+    assert sorted(splits.values()) == ["test", "train", "train", "train"]
+    return data, folder, splits
+
+
+@pytest.mark.slow  # runs the demo model's prior
+def test_data_dir_equals_audio_dir_over_the_same_samples_and_resumes(dataset_and_folder, embedder, tmp_path,
+                                                                     capsys):
+    data, folder, splits = dataset_and_folder
+    want = tmp_path / "from_wavs"
+    run(EmbedConfig(checkpoint=str(DEMO), out=str(want), audio_dir=str(folder), layers=(1, 3), progress=False),
+        embedder)
+    got = tmp_path / "from_dataset"
+    config = EmbedConfig(checkpoint=str(DEMO), out=str(got), data_dir=str(data), layers=(1, 3), progress=False)
+    summary = run(config, embedder)
+    assert (summary["embedded"], summary["skipped"]) == (4, 0)
+    names = sorted(str(p.relative_to(got)) for p in got.rglob("*.npy"))
+    assert names == ["more/song0.npy", "song0.npy", "song1.npy", "song2.npy"]
+    for name in names:
+        np.testing.assert_array_equal(np.load(got / name), np.load(want / name), err_msg=name)
+    records = {r["file"]: r for r in _lines(got / "manifest.jsonl")}
+    assert {k: r["split"] for k, r in records.items()} == splits
+    from jukejax.data import dataset_path
+    assert {r["dataset"] for r in records.values()} == {str(dataset_path(data).resolve())}
+    r, w = records["more/song0.wav"], {r["file"]: r for r in _lines(want / "manifest.jsonl")}["more/song0.wav"]
+    assert (r["shape"], r["sample_rate"], r["duration"], r["npy"]) == (w["shape"], 16000, w["duration"], w["npy"])
+    # a rerun skips every finished song
+    before = {n: (got / n).stat().st_mtime_ns for n in names}
+    assert (lambda s: (s["embedded"], s["skipped"]))(run(config, embedder)) == (0, 4)
+    assert {n: (got / n).stat().st_mtime_ns for n in names} == before
+    assert len(_lines(got / "manifest.jsonl")) == 4
+    # one split, through the command line
+    test_key = next(k for k, s in splits.items() if s == "test")
+    out = tmp_path / "test_split"
+    assert main([f"--checkpoint={DEMO}", f"--data_dir={data}", "--split=test", f"--out={out}", "--layers=1,3",
+                 "--no_progress"]) == 0
+    (line,) = _lines(out / "manifest.jsonl")
+    assert (line["file"], line["split"]) == (test_key, "test")
+    np.testing.assert_array_equal(np.load(out / line["npy"]), np.load(want / line["npy"]))
+
+
+def test_data_dir_flags_are_checked_in_one_line(dataset_and_folder, tmp_path, capsys):
+    data, folder, _ = dataset_and_folder
+    out = tmp_path / "out"
+    base = [f"--checkpoint={DEMO}", f"--out={out}", "--no_progress", "--layers=1"]
+    _expect_error(capsys, base, "exactly one of --audio_dir", "--data_dir")
+    _expect_error(capsys, base + [f"--audio_dir={folder}", f"--data_dir={data}"], "exactly one of --audio_dir")
+    _expect_error(capsys, base + [f"--data_dir={tmp_path / 'missing'}"], "--data_dir", "no such folder")
+    _expect_error(capsys, base + [f"--data_dir={folder}"], f"--data_dir {folder}", "no jukejax_music dataset")
+    _expect_error(capsys, base + [f"--data_dir={data}", "--split=validation"], "--split validation", "test, train")
+    _expect_error(capsys, base + [f"--audio_dir={folder}", "--split=test"], "--split")
+    assert not out.exists()
+
+
+def test_song_output_names_are_safe_and_unique():
+    from jukejax.embed.inputs import song_output_names
+
+    keys = ["a/song.wav", "a/Song.flac", "a/song.mp3", "x/../y.wav", ".hidden.wav", 'we:ird?<name>.wav',
+            "Beyoncé – Halo.flac", "b/" + "é" * 150 + ".wav", "plain.wav"]
+    names = song_output_names(keys)
+    assert names["plain.wav"] == "plain.npy" and names["Beyoncé – Halo.flac"] == "Beyoncé – Halo.npy"
+    assert names["x/../y.wav"] == "x/_/y.npy" and names[".hidden.wav"] == "_hidden.npy"
+    assert names['we:ird?<name>.wav'] == "we_ird__name_.npy"
+    assert len({n.casefold() for n in names.values()}) == len(keys)
+    for key in ("a/song.wav", "a/Song.flac", "a/song.mp3"):    # equal up to case: each gets its key's hash
+        assert re.fullmatch(r"a/[sS]ong-[0-9a-f]{8}\.npy", names[key]), names[key]
+    for name in names.values():
+        assert all(part not in ("", ".", "..") and not part.startswith(".") and len(part.encode()) <= 200
+                   for part in name.split("/")), name
+    assert song_output_names(["a/song.wav"]) == {"a/song.wav": "a/song.npy"}

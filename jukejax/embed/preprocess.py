@@ -96,27 +96,46 @@ def resample_kaiser_best(x: np.ndarray, sr_orig: int, sr_new: int, chunk: int = 
     return y
 
 
-def load_mono_normalised(path: Union[str, os.PathLike], sr: int) -> Tuple[np.ndarray, int]:
-    """(audio, sample rate of the file) as the jukemir recipe loads it: float32 mono at `sr`, peak 1.
-
-    Unreadable, empty, non-finite or silent files are `AudioError`s naming the file (jukemir would feed a
-    silent file to the model unnormalised; its features are then those of digital silence, not of music).
-    """
+def read_file(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, int]:
+    """(float32 (time, channels) samples, sample rate) of an audio file, decoded by libsndfile as librosa 0.7.2
+    decodes it; an undecodable file is an `AudioError` naming it."""
     try:
         data, file_sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError, TypeError) as err:
         raise AudioError(f"{path}: cannot decode audio ({' '.join(str(err).split()) or type(err).__name__})"
                          ) from None
+    return data, int(file_sr)
+
+
+def check_content(data: np.ndarray, name: str) -> None:
+    """Decoded audio is non-empty, finite and not silent: else an `AudioError` naming it (jukemir would feed a
+    silent file to the model unnormalised; its features are then those of digital silence, not of music)."""
     if data.shape[0] == 0:
-        raise AudioError(f"{path}: no audio samples")
+        raise AudioError(f"{name}: no audio samples")
     if not np.isfinite(data).all():
-        raise AudioError(f"{path}: audio has NaN or infinite samples")
+        raise AudioError(f"{name}: audio has NaN or infinite samples")
+    if not np.abs(data).max(initial=0.0) > 0:
+        raise AudioError(f"{name}: audio is silent (every sample is 0); its features would be those of digital "
+                         f"silence")
+
+
+def mono_normalised(data: np.ndarray, data_sr: int, sr: int, name: str) -> np.ndarray:
+    """Decoded float32 (time, channels) audio at `data_sr` as the jukemir recipe prepares it: mono (the float32
+    mean of the channels), resampled to `sr`, peak 1. Problems are `AudioError`s naming `name`."""
+    check_content(data, name)
     mono = data.T.mean(axis=0) if data.shape[1] > 1 else data[:, 0]
-    mono = resample_kaiser_best(mono, int(file_sr), int(sr))
+    mono = resample_kaiser_best(mono, int(data_sr), int(sr))
     peak = np.abs(mono).max()
     if peak == 0:
-        raise AudioError(f"{path}: audio is silent (every sample is 0)")
-    return mono / peak, int(file_sr)
+        raise AudioError(f"{name}: audio is silent (every sample is 0)")
+    return mono / peak
+
+
+def load_mono_normalised(path: Union[str, os.PathLike], sr: int) -> Tuple[np.ndarray, int]:
+    """(audio, sample rate of the file) as the jukemir recipe loads it: float32 mono at `sr`, peak 1.
+    Unreadable, empty, non-finite or silent files are `AudioError`s naming the file."""
+    data, file_sr = read_file(path)
+    return mono_normalised(data, file_sr, sr, str(path)), file_sr
 
 
 def frames_after_resampling(n_frames: int, sr_orig: int, sr_new: int) -> int:

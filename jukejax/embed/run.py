@@ -1,24 +1,28 @@
-"""Embed a folder of audio: one `.npy` per file plus `manifest.jsonl`, resumable, split over processes.
+"""Embed a folder of audio or a built dataset's songs: one `.npy` per file or song plus `manifest.jsonl`,
+resumable, split over processes.
 
 Output layout of `--out DIR`:
 
     DIR/<relative path of the audio file, extension replaced by .npy>
+    DIR/<song key, extension replaced by .npy, made filesystem-safe>   (--data_dir; see jukejax/embed/inputs.py)
         float32: (width,) pooled / (frames, width) frame-level for one layer; with several layers a leading
         layer axis in the order --layers gives them: (n_layers, width) / (n_layers, frames, width)
     DIR/manifest.jsonl
-        one JSON object per finished file: file, npy, shape, layers, preset, pool, fps, frame_rate, model,
-        dtype, duration (seconds of the source audio), sample_rate (the file's), frames (before pooling)
+        one JSON object per finished file: file (its path under --audio_dir, or the song key), npy, shape,
+        layers, preset, pool, fps, frame_rate, model, dtype, duration (seconds of the source audio), sample_rate
+        (the file's or dataset's), frames (before pooling); with --data_dir also dataset (its folder) and split
 
 Every `.npy` appears atomically (temporary file + rename) and its manifest line is appended after it, so a run
 killed at any point leaves only complete files; a rerun skips every file whose `.npy` exists (adding its
 manifest line if the kill came between the two). Files are split over processes by index (file i goes to
-process i mod P); each process writes its own files. Within a process, windows of all its files are batched
+process i mod P); each process writes its own files and appends its own lines to the one manifest (process 0
+completes the manifest before any process appends). Within a process, windows of all its files are batched
 together and the batch is split over the mesh's batch axes.
 
 What is checked before anything is written: the flags, the model (top prior present, layers within its depth),
-every file's header (readable, long enough for the jukemir preset), two files mapping to one output name, and
-every file this process will embed decodes to finite, not entirely silent audio. Each problem is one line
-naming the file or flag.
+every file's header or song's length (readable, long enough for the jukemir preset), two files mapping to one
+output name, and every file this process will embed decodes to finite, not entirely silent audio (if any
+process refuses a file, every process stops). Each problem is one line naming the file or flag.
 """
 from __future__ import annotations
 
@@ -36,13 +40,12 @@ import numpy as np
 
 from jukejax import audio as audio_lib
 from jukejax.embed import presets
+from jukejax.embed.inputs import Input, audio_folder_inputs, dataset_inputs
 from jukejax.embed.model import EmbedError, Embedder
-from jukejax.embed.preprocess import frames_after_resampling, load_mono_normalised
+from jukejax.embed.preprocess import check_content, frames_after_resampling, mono_normalised
 from jukejax.errors import atomic_write_bytes
 
 MANIFEST = "manifest.jsonl"
-# What libsndfile decodes; .au is GTZAN's format (jukemir's genre benchmark).
-EXTENSIONS = tuple(audio_lib.AUDIO_EXTENSIONS) + (".au",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,8 @@ class EmbedConfig:
     checkpoint: str
     out: str
     audio_dir: Optional[str] = None
+    data_dir: Optional[str] = None    # a jukejax_music dataset instead of a folder of audio
+    split: Optional[str] = None       # with data_dir: one split (default: every split)
     layers: Tuple[int, ...] = (36,)
     preset: str = "jukemir"
     pool: Optional[str] = None        # default: mean for jukemir, none for frames
@@ -74,84 +79,56 @@ class EmbedConfig:
                 raise EmbedError(f"--fps {self.fps}: expected a positive frame rate")
         if self.batch_size < 0:
             raise EmbedError(f"--batch_size {self.batch_size}: expected a positive number (0: one per device)")
-        if not self.audio_dir:
-            raise EmbedError("--audio_dir: give the folder of audio files to embed")
-        if not pathlib.Path(self.audio_dir).is_dir():
+        if bool(self.audio_dir) == bool(self.data_dir):
+            raise EmbedError("give exactly one of --audio_dir (a folder of audio files) and --data_dir (a dataset "
+                             "built by python -m jukejax.data build)")
+        if self.audio_dir and not pathlib.Path(self.audio_dir).is_dir():
             raise EmbedError(f"--audio_dir {self.audio_dir}: no such folder")
-
-
-@dataclasses.dataclass
-class _File:
-    rel: str
-    path: pathlib.Path
-    npy: pathlib.Path
-    frames: int            # samples at the file's rate (header)
-    sr: int                # the file's rate
+        if self.split is not None and not self.data_dir:
+            raise EmbedError("--split chooses a split of --data_dir; a folder of audio has none")
+        if self.data_dir:
+            if not pathlib.Path(self.data_dir).is_dir():
+                raise EmbedError(f"--data_dir {self.data_dir}: no such folder")
+            from jukejax.embed.inputs import dataset_splits
+            dataset_splits(self.data_dir)
 
 
 @dataclasses.dataclass
 class _Job:
     """One file in flight: its windows, and the activations of those already computed."""
-    file: _File
+    file: Input
     windows: List[presets.Window]
     n_samples: int
     results: Dict[int, List[np.ndarray]] = dataclasses.field(default_factory=dict)
     done: int = 0
 
 
-def list_audio(audio_dir: pathlib.Path, out: pathlib.Path) -> List[Tuple[str, pathlib.Path]]:
-    """(relative name, path) of every audio file under `audio_dir` (recursive, hidden entries and the output
-    folder skipped), sorted by name."""
-    found = []
-    out = out.resolve()
-    for root, dirs, names in os.walk(audio_dir):
-        root_path = pathlib.Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() != out)
-        for name in names:
-            if name.startswith(".") or pathlib.Path(name).suffix.lower() not in EXTENSIONS:
-                continue
-            path = root_path / name
-            found.append((path.relative_to(audio_dir).as_posix(), path))
-    return sorted(found)
+def _plan(config: EmbedConfig, embedder: Embedder) -> List[Input]:
+    """Every input of the run, lengths checked against the preset."""
+    if config.data_dir:
+        inputs = dataset_inputs(config.data_dir, config.split)
+    else:
+        inputs = audio_folder_inputs(config.audio_dir, config.out)
+    for f in inputs:
+        presets.check_length(config.preset, embedder.info, frames_after_resampling(f.frames, f.sr, embedder.info.sr),
+                             f.name)
+    return inputs
 
 
-def _plan_files(config: EmbedConfig, embedder: Embedder) -> List[_File]:
-    audio_dir, out = pathlib.Path(config.audio_dir), pathlib.Path(config.out)
-    files, by_output = [], {}
-    for rel, path in list_audio(audio_dir, out):
-        npy_rel = str(pathlib.PurePosixPath(rel).with_suffix(".npy"))
-        if npy_rel in by_output:
-            raise EmbedError(f"{audio_dir / by_output[npy_rel]} and {path}: both would be written to "
-                             f"{out / npy_rel}; rename one")
-        by_output[npy_rel] = rel
-        try:
-            n, sr, _ = audio_lib.probe(path)
-        except audio_lib.AudioError as e:
-            raise EmbedError(str(e)) from None
-        if n == 0:
-            raise EmbedError(f"{path}: no audio samples")
-        presets.check_length(config.preset, embedder.info, frames_after_resampling(n, sr, embedder.info.sr),
-                             str(path))
-        files.append(_File(rel, path, out / npy_rel, n, sr))
-    if not files:
-        raise EmbedError(f"--audio_dir {audio_dir}: no audio files ({', '.join(EXTENSIONS)})")
-    return files
-
-
-def _check_content(f: _File) -> None:
-    """Decodable, finite and not silent: checked for every file before the first output is written."""
-    import soundfile as sf
-
+def _decode(f: Input) -> Tuple[np.ndarray, int]:
     try:
-        data, _ = sf.read(os.fspath(f.path), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError, OSError, TypeError) as err:
-        raise EmbedError(f"{f.path}: cannot decode audio ({' '.join(str(err).split()) or type(err).__name__})"
-                         ) from None
-    if not np.isfinite(data).all():
-        raise EmbedError(f"{f.path}: audio has NaN or infinite samples")
-    if not np.abs(data).max(initial=0.0) > 0:
-        raise EmbedError(f"{f.path}: audio is silent (every sample is 0); its features would be those of "
-                         f"digital silence")
+        return f.read()
+    except audio_lib.AudioError as e:
+        raise EmbedError(str(e)) from None
+
+
+def _check_content(f: Input) -> None:
+    """Decodable, finite and not silent: checked for every input before the first output is written."""
+    data, _ = _decode(f)
+    try:
+        check_content(data, f.name)
+    except audio_lib.AudioError as e:
+        raise EmbedError(str(e)) from None
 
 
 def _read_manifest(path: pathlib.Path) -> Dict[str, dict]:
@@ -181,28 +158,32 @@ def _append_line(path: pathlib.Path, record: dict) -> None:
 class _Writer:
     def __init__(self, config: EmbedConfig, embedder: Embedder):
         self.config, self.embedder = config, embedder
-        self.manifest = pathlib.Path(config.out) / MANIFEST
+        self.out = pathlib.Path(config.out)
+        self.manifest = self.out / MANIFEST
 
-    def record(self, f: _File, shape: Tuple[int, ...], frames: int) -> dict:
+    def npy(self, f: Input) -> pathlib.Path:
+        return self.out / f.npy_rel
+
+    def record(self, f: Input, shape: Tuple[int, ...], frames: int) -> dict:
         info = self.embedder.info
-        return dict(file=f.rel, npy=str(pathlib.PurePosixPath(f.rel).with_suffix(".npy")), shape=list(shape),
+        return dict(file=f.rel, npy=f.npy_rel, shape=list(shape),
                     layers=list(self.embedder.layers), preset=self.config.preset, pool=self.config.pool_or_default,
                     fps=self.config.fps, frame_rate=info.frame_rate, model=os.path.abspath(info.checkpoint),
-                    dtype=self.config.dtype, duration=f.frames / f.sr, sample_rate=f.sr, frames=frames)
+                    dtype=self.config.dtype, duration=f.frames / f.sr, sample_rate=f.sr, frames=frames, **f.extra)
 
-    def write(self, f: _File, features: np.ndarray, frames: int) -> None:
-        f.npy.parent.mkdir(parents=True, exist_ok=True)
+    def write(self, f: Input, features: np.ndarray, frames: int) -> None:
+        self.npy(f).parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         np.save(buf, features.astype(np.float32), allow_pickle=False)
-        atomic_write_bytes(f.npy, buf.getvalue())
+        atomic_write_bytes(self.npy(f), buf.getvalue())
         _append_line(self.manifest, self.record(f, features.shape, frames))
 
-    def reconcile(self, files: Sequence[_File]) -> None:
+    def reconcile(self, files: Sequence[Input]) -> None:
         """Manifest lines for finished files that lack one (a kill between the .npy and its line)."""
         have = _read_manifest(self.manifest)
         for f in files:
-            if f.npy.exists() and f.rel not in have:
-                arr = np.load(f.npy, mmap_mode="r")
+            if self.npy(f).exists() and f.rel not in have:
+                arr = np.load(self.npy(f), mmap_mode="r")
                 frames = arr.shape[-2] if self.config.pool_or_default == "none" else -1
                 _append_line(self.manifest, self.record(f, arr.shape, frames))
 
@@ -235,15 +216,15 @@ def _assemble(config: EmbedConfig, embedder: Embedder, job: _Job) -> Tuple[np.nd
     return (out[0] if len(out) == 1 else np.stack(out)), frames
 
 
-def _jobs(config: EmbedConfig, embedder: Embedder, files: Sequence[_File]) -> Iterator[_Job]:
+def _jobs(config: EmbedConfig, embedder: Embedder, files: Sequence[Input]) -> Iterator[_Job]:
     """Load and VQ-VAE-encode each file into prior windows (tokens filled in)."""
     info = embedder.info
     for f in files:
         try:
-            audio, _ = load_mono_normalised(f.path, info.sr)
+            audio = mono_normalised(*_decode(f), info.sr, f.name)
         except audio_lib.AudioError as e:
             raise EmbedError(str(e)) from None
-        presets.check_length(config.preset, info, audio.shape[0], str(f.path))
+        presets.check_length(config.preset, info, audio.shape[0], f.name)
         if config.preset == "jukemir":
             x = audio[:presets.jukemir_encode_length(info, audio.shape[0])]
             codes = np.asarray(embedder.encode(x[None]))[0]
@@ -265,8 +246,15 @@ def _any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
 def run(config: EmbedConfig, embedder: Optional[Embedder] = None) -> Dict[str, Any]:
-    """Embed every audio file of `config.audio_dir` not yet in `config.out`; returns a summary."""
+    """Embed every audio file of `config.audio_dir` (or song of `config.data_dir`) not yet in `config.out`;
+    returns a summary."""
     config.check()
     if embedder is None:
         embedder = Embedder(config.checkpoint, config.layers, dtype=config.dtype)
@@ -279,16 +267,27 @@ def run(config: EmbedConfig, embedder: Optional[Embedder] = None) -> Dict[str, A
         raise EmbedError(f"--batch_size {batch}: must be a multiple of the {divisor} devices the batch is split "
                          f"over")
     local_batch = batch // jax.process_count()
-    files = _plan_files(config, embedder)
     out = pathlib.Path(config.out)
     writer = _Writer(config, embedder)
-    mine = [f for i, f in enumerate(files) if i % jax.process_count() == jax.process_index()]
-    pending = [f for f in mine if not f.npy.exists()]
-    for f in pending:
-        _check_content(f)
+    refused: Optional[EmbedError] = None
+    try:
+        files = _plan(config, embedder)
+        mine = [f for i, f in enumerate(files) if i % jax.process_count() == jax.process_index()]
+        pending = [f for f in mine if not writer.npy(f).exists()]
+        for f in pending:
+            _check_content(f)
+    except EmbedError as e:
+        refused = e
+    # Each process decodes only its own inputs; if any refuses one, all stop here, before anything is written
+    # (rather than the others waiting for it in the first prior step).
+    if _any_process(refused is not None):
+        raise refused or EmbedError("another process refused one of its inputs (its error names it); nothing "
+                                    "was written")
     out.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         writer.reconcile(files)
+    # No process appends to the manifest until process 0 has read and completed it.
+    _barrier("jukejax.embed: manifest reconciled")
     bar = None
     if config.progress and jax.process_index() == 0:
         from tqdm import tqdm
