@@ -105,3 +105,68 @@ def test_two_processes_sample_the_tokens_one_process_samples(tmp_path):
         assert got.complete and got.outputs_done
         np.testing.assert_array_equal(got.z, want.z)
         assert (outputs.level_dir(multi, level) / "item_1.wav").is_file()
+
+
+def _run_two(argv, timeout=600):
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "jukejax.embed", *argv, f"--coordinator_address=127.0.0.1:{port}",
+                               "--num_processes=2", f"--process_id={i}"], cwd=str(ROOT), env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        return [(p.wait(timeout=timeout), *p.communicate()) for p in procs]
+    finally:
+        for p in procs:  # never leave a process behind, whatever happened
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.slow  # two JAX processes start, load the demo model and compile its first layer
+def test_two_processes_embed_a_folder_once_into_one_manifest(tmp_path):
+    """`python -m jukejax.embed` on 2 processes x 2 devices: each file is embedded by exactly one process (file i
+    by process i mod 2), the features equal a single-process run's, and the one manifest lists every file."""
+    from jukejax.embed import Embedder
+    from jukejax.embed.run import EmbedConfig, run
+    from jukejax.testing import write_songs
+
+    demo = ROOT / "models" / "demo"
+    songs = write_songs(tmp_path / "songs", 4, 1.6, 22050)
+    write_songs(songs / "more", 1, 1.8, 16000, seed=1)
+    out = tmp_path / "two"
+    argv = [f"--checkpoint={demo}", f"--audio_dir={songs}", f"--out={out}", "--layers=1", "--no_progress"]
+    results = _run_two(argv)
+    for i, (rc, stdout, stderr) in enumerate(results):
+        assert rc == 0, f"process {i} failed:\n{stderr[-2000:]}"
+    summaries = [json.loads(stdout.strip().splitlines()[-1]) for _, stdout, _ in results]
+    assert [(s["files"], s["embedded"], s["skipped"]) for s in summaries] == [(5, 3, 0), (5, 2, 0)]
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    files = ["more/song0.wav", "song0.wav", "song1.wav", "song2.wav", "song3.wav"]
+    assert sorted(r["file"] for r in lines) == files     # every file once
+    assert not list(out.rglob(".*.tmp"))
+
+    single = tmp_path / "one"
+    run(EmbedConfig(checkpoint=str(demo), out=str(single), audio_dir=str(songs), layers=(1,), progress=False),
+        Embedder(str(demo), layers=(1,)))
+    for f in files:
+        npy = pathlib.Path(f).with_suffix(".npy")
+        np.testing.assert_array_equal(np.load(out / npy), np.load(single / npy), err_msg=f)
+
+    # a rerun by both processes skips everything and leaves the manifest as it was
+    before = (out / "manifest.jsonl").read_bytes()
+    results = _run_two(argv)
+    assert [json.loads(stdout.strip().splitlines()[-1])["embedded"] for _, stdout, _ in results] == [0, 0]
+    assert (out / "manifest.jsonl").read_bytes() == before
+
+    # a silent file (index 1: process 1's) refuses the run on both processes before anything is written
+    import shutil
+    import soundfile as sf
+    bad = tmp_path / "bad"
+    shutil.copytree(songs, bad)
+    sf.write(bad / "silent.wav", np.zeros(2 * 22050, np.float32), 22050)
+    results = _run_two([f"--checkpoint={demo}", f"--audio_dir={bad}", f"--out={tmp_path / 'refused'}",
+                        "--layers=1", "--no_progress"])
+    (rc0, _, err0), (rc1, _, err1) = results
+    assert (rc0, rc1) == (2, 2), (err0[-1500:], err1[-1500:])
+    assert "silent.wav: audio is silent" in err1.strip().splitlines()[-1], err1[-1500:]
+    assert "another process refused" in err0.strip().splitlines()[-1], err0[-1500:]
+    assert not (tmp_path / "refused").exists()

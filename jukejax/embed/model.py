@@ -242,8 +242,10 @@ class Embedder:
         self.full_config = full
         self.mesh = mesh if mesh is not None else parallel.make_mesh(MeshConfig(data=-1, fsdp=1, tensor=1))
         self.vqvae = bundle.vqvae
-        vq_sharding = NamedSharding(self.mesh, P())
-        self.vqvae_variables = jax.tree.map(lambda a: jax.device_put(a, vq_sharding), bundle.vqvae_variables)
+        # The VQ-VAE encode is per-process work (each process encodes its own files, whenever it reaches them):
+        # on this process's first device, not a program over the whole mesh, which every process would have
+        # to run together (and which would repeat the encode on every device).
+        self.vqvae_variables = jax.device_put(bundle.vqvae_variables, jax.local_devices()[0])
         # bf16 compute reads bf16 weights (LayerNorm statistics and softmax stay fp32 in the model).
         self.params = load_truncated_params(bundle.priors[top].workdir, full, self.config, self.mesh,
                                             param_dtype="bfloat16" if dtype == "bfloat16" else None)
