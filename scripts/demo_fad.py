@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """FAD / KAD of the demo model's samples against its held-out songs, with the floor and the ceiling.
 
-    python scripts/demo_fad.py --samples SAMPLES_DIR --work WORK [--max_seconds 60] [--layer 8] [--fps 10]
+    python scripts/demo_fad.py --samples SAMPLES_DIR --work WORK [--data DEMO_DATA] [--max_seconds 60]
+        [--layer 8] [--fps 10]
 
-1. re-renders the demo dataset's test split: the pieces `scripts/make_demo_dataset.py` selects with the demo's
+1. takes the demo dataset's test split from --data (the folder scripts/make_demo_dataset.py wrote), each song
+   cut to --max_seconds; without --data it re-renders that split: the pieces `scripts/make_demo_dataset.py` selects with the demo's
    arguments (15 per default collection), ranked by the builder's seeded split hash (seed 0), rendered in that
    order: the first round(0.1 * 129) = 13 are the held-out ones (all 129 were built), each cut to --max_seconds,
    within --render_budget seconds (pieces not rendered in time are listed in the report);
@@ -69,6 +71,25 @@ def render_held_out(work: pathlib.Path, sr: int, max_seconds: float, budget_s: f
     return audio
 
 
+def held_out_from_dataset(work: pathlib.Path, data: str, max_seconds: float) -> pathlib.Path:
+    """The built dataset's test songs, the first `max_seconds` of each, as wav files."""
+    import soundfile as sf
+    from check_reconstructions import test_songs
+
+    audio = work / "held_out" / "audio"
+    if (work / "held_out" / "done.json").exists():
+        return audio
+    began = time.time()
+    audio.mkdir(parents=True, exist_ok=True)
+    songs = test_songs(str(pathlib.Path(data) / "data"), max_seconds, skip_seconds=0.0)
+    for song in songs:
+        name = str(pathlib.PurePosixPath(song["key"]).with_suffix("")).replace("/", "_")
+        sf.write(audio / f"{name}.wav", song["audio"], song["sr"], subtype="PCM_16")
+    (work / "held_out" / "done.json").write_text(json.dumps({"rendered": [s["key"] for s in songs], "missing": [],
+                                                              "seconds": time.time() - began, "source": data}))
+    return audio
+
+
 def matched_noise(src: pathlib.Path, dst: pathlib.Path, seed: int = 0) -> pathlib.Path:
     import soundfile as sf
 
@@ -88,6 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--samples", required=True, help="folder of sampled wavs (searched recursively)")
     p.add_argument("--work", required=True, help="working folder (renders, embeddings, fad.md)")
     p.add_argument("--checkpoint", default=str(ROOT / "models" / "demo"))
+    p.add_argument("--data", default="", help="the built demo dataset (make_demo_dataset.py --out): its test "
+                                              "split is the held-out set (default: re-render that split)")
     p.add_argument("--max_seconds", type=float, default=60.0, help="held-out songs cut to this length")
     p.add_argument("--render_budget", type=float, default=900.0, help="seconds of rendering at most")
     p.add_argument("--layer", type=int, default=8)
@@ -106,7 +129,8 @@ def main(argv=None) -> int:
     work = pathlib.Path(args.work)
     t0 = time.time()
     embedder = Embedder(args.checkpoint, layers=(args.layer,))
-    held = render_held_out(work, embedder.info.sr, args.max_seconds, args.render_budget)
+    held = (held_out_from_dataset(work, args.data, args.max_seconds) if args.data
+            else render_held_out(work, embedder.info.sr, args.max_seconds, args.render_budget))
     t_render = time.time() - t0
     files = sorted(held.glob("*.wav"))
     halves = {"held_out_a": files[0::2], "held_out_b": files[1::2]}
@@ -141,12 +165,14 @@ def main(argv=None) -> int:
                             kad_x1000_ci=kad["ci"]))
     table = "\n".join(mc_table(results))
     done = json.loads((work / "held_out" / "done.json").read_text())
-    note = (f"Held-out pieces rendered: {len(done['rendered'])} of 13"
-            + (f" (not rendered: {', '.join(done['missing'])})" if done["missing"] else "") + ". "
+    source = ("taken from the built dataset's test split" if "source" in done
+              else f"rendered: {len(done['rendered'])} of 13"
+              + (f" (not rendered: {', '.join(done['missing'])})" if done["missing"] else ""))
+    note = (f"Held-out songs {source}. "
             f"Top prior layer {args.layer} of {embedder.info.depth}, frames preset at {args.fps:g} frames/s; "
             f"audio: held-out {seconds['held_out']:.0f} s ({len(files)} songs, cut to {args.max_seconds:g} s), "
             f"samples {seconds['samples']:.0f} s{' (' + args.samples_note + ')' if args.samples_note else ''}, noise {seconds['noise']:.0f} s; {args.n_bootstrap} bootstrap "
-            f"resamples; rendering the held-out songs took {done['seconds']:.0f} s, embedding and metrics "
+            f"resamples; preparing the held-out songs took {done['seconds']:.0f} s, embedding and metrics "
             f"{time.time() - t0 - t_render:.0f} s on the loaded 2-core machine.")
     (work / "fad.md").write_text(table + "\n\n" + note + "\n")
     print(table + "\n\n" + note)
