@@ -12,8 +12,9 @@
 2. embeds with `jukejax.embed` (frames preset, --layer of the top prior, --fps frame rate): held-out songs,
    the samples (`SAMPLES_DIR/**/*.wav`, e.g. a `make sample` run's level_0/), and noise with each held-out
    song's magnitude spectrum and random phase;
-3. prints a Markdown table: FAD and KAD with 95% bootstrap intervals for held-out half A vs half B (the floor),
-   samples vs held-out, noise vs held-out (the ceiling), and writes it to WORK/fad.md.
+3. prints a Markdown table: FAD and KAD with 95% bootstrap intervals (resampling whole files: the frames of one
+   song or sample are not independent draws) for held-out half A vs half B (the floor), samples vs held-out,
+   noise vs held-out (the ceiling), and writes it to WORK/fad.md.
 """
 from __future__ import annotations
 
@@ -144,25 +145,25 @@ def main(argv=None) -> int:
     for i, wav in enumerate(sorted(pathlib.Path(args.samples).rglob("*.wav"))):
         (samples / f"{i:02d}_{wav.name}").write_bytes(wav.read_bytes())
     noise = matched_noise(held, work / "noise")
-    rows = {}
+    rows, files_of = {}, {}
     for name, folder in (("held_out", held), ("held_out_a", work / "held_out_a"), ("held_out_b", work / "held_out_b"),
                          ("samples", samples), ("noise", noise)):
         out = work / "features" / name
         run(EmbedConfig(checkpoint=args.checkpoint, out=str(out), audio_dir=str(folder), layers=(args.layer,),
                         preset="frames", fps=args.fps, progress=False), embedder)
-        rows[name], _ = load_rows(out, args.layer)
+        rows[name], info = load_rows(out, args.layer)
+        files_of[name] = info["row_file"]
     seconds = {k: v.shape[0] / args.fps for k, v in rows.items()}
     results = []
     for label, a, b in (("held-out half A vs half B (floor)", "held_out_a", "held_out_b"),
                         ("samples vs held-out", "samples", "held_out"),
                         ("spectrally matched noise vs held-out (ceiling)", "noise", "held_out")):
         x, y = rows[b], rows[a]
-        fad = metrics.bootstrap(metrics.frechet_distance, x, y, n_resamples=args.n_bootstrap)
-        bw = metrics.median_bandwidth(x, y)
-        kad = metrics.bootstrap(lambda u, v: 1000 * metrics.kernel_distance(u, v, bw), x, y,
-                                n_resamples=args.n_bootstrap)
-        results.append(dict(comparison=label, fad=fad["value"], fad_ci=fad["ci"], kad_x1000=kad["value"],
-                            kad_x1000_ci=kad["ci"]))
+        by_file = dict(n_resamples=args.n_bootstrap, groups_x=files_of[b], groups_y=files_of[a])
+        fad = metrics.bootstrap(metrics.frechet_distance, x, y, **by_file)
+        kad = metrics.kernel_bootstrap(x, y, **by_file)
+        results.append(dict(comparison=label, fad=fad["value"], fad_ci=fad["ci"], kad_x1000=1000 * kad["value"],
+                            kad_x1000_ci=[1000 * v for v in kad["ci"]]))
     table = "\n".join(mc_table(results))
     done = json.loads((work / "held_out" / "done.json").read_text())
     source = ("taken from the built dataset's test split" if "source" in done
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
             f"Top prior layer {args.layer} of {embedder.info.depth}, frames preset at {args.fps:g} frames/s; "
             f"audio: held-out {seconds['held_out']:.0f} s ({len(files)} songs, cut to {args.max_seconds:g} s), "
             f"samples {seconds['samples']:.0f} s{' (' + args.samples_note + ')' if args.samples_note else ''}, noise {seconds['noise']:.0f} s; {args.n_bootstrap} bootstrap "
-            f"resamples; preparing the held-out songs took {done['seconds']:.0f} s, embedding and metrics "
+            f"resamples of whole files; preparing the held-out songs took {done['seconds']:.0f} s, embedding and metrics "
             f"{time.time() - t0 - t_render:.0f} s on the loaded 2-core machine.")
     (work / "fad.md").write_text(table + "\n\n" + note + "\n")
     print(table + "\n\n" + note)

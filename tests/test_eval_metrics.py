@@ -1,5 +1,6 @@
 """FAD and KAD on random features: zero on identical sets, symmetric, growing with added noise, equal to the
-textbook formulas computed directly with numpy/scipy; the CLI on embed output folders."""
+textbook formulas computed directly with numpy/scipy; bootstrap intervals (KAD's resamples centred on the
+full-set value, resampling groups of correlated rows); the CLI on embed output folders."""
 import json
 
 import numpy as np
@@ -64,14 +65,116 @@ def test_bootstrap_interval_brackets_the_value():
     assert again["ci"] == result["ci"]
 
 
+def _resampled_kad(x, y, n_resamples, seed, groups_x=None, groups_y=None):
+    """kernel_bootstrap's resampled statistics, computed directly: each resample's rows materialized, and the
+    within-set means taken over the pairs that are neither two copies of one original row nor rows of two
+    different copies of one group."""
+    sigma = metrics.median_bandwidth(x, y)
+    k = lambda a, b: np.exp(-scipy.spatial.distance.cdist(a, b, "sqeuclidean") / (2 * sigma ** 2))  # noqa: E731
+    rng = np.random.default_rng(seed)
+
+    def resample(a, groups):
+        codes = np.arange(len(a)) if groups is None else np.unique(groups, return_inverse=True)[1]
+        rows, copy = [], []
+        for c, g in enumerate(rng.integers(0, codes.max() + 1, codes.max() + 1)):
+            members = np.flatnonzero(codes == g)
+            rows += list(members)
+            copy += [c] * len(members)
+        return np.array(rows), np.array(copy), codes
+
+    def within(a, rows, copy, codes):
+        g = codes[rows]
+        keep = (rows[:, None] != rows[None, :]) & ~((g[:, None] == g[None, :]) & (copy[:, None] != copy[None, :]))
+        return (k(a[rows], a[rows]) * keep).sum() / keep.sum()
+
+    draws = []
+    for _ in range(n_resamples):
+        (rx, cx, gx), (ry, cy, gy) = resample(x, groups_x), resample(y, groups_y)
+        draws.append(within(x, rx, cx, gx) + within(y, ry, cy, gy) - 2 * k(x[rx], y[ry]).mean())
+    return np.array(draws)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_kernel_bootstrap_matches_resamples_computed_directly(grouped):
+    rng = np.random.default_rng(10)
+    x, y = rng.standard_normal((24, 4)), rng.standard_normal((18, 4)) + 0.3
+    groups = dict(groups_x=np.repeat(np.arange(6), 4), groups_y=np.repeat(np.arange(6), 3)) if grouped else {}
+    got = metrics.kernel_bootstrap(x, y, n_resamples=40, seed=4, **groups)
+    want = _resampled_kad(x, y, 40, 4, **groups)
+    assert got["value"] == pytest.approx(metrics.kernel_distance(x, y), rel=1e-12)
+    assert got["ci"] == pytest.approx(np.quantile(want, [0.025, 0.975]).tolist(), rel=1e-9, abs=1e-12)
+    assert got["std"] == pytest.approx(want.std(), rel=1e-9)
+
+
+def _clustered(seed, files=13, per_file=30, d=16, within=0.7):
+    """Rows of `files` songs: each row its song's centre plus noise, `within` of the variance shared."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((files, d)) * np.sqrt(within)
+    rows = np.repeat(centres, per_file, axis=0) + rng.standard_normal((files * per_file, d)) * np.sqrt(1 - within)
+    return rows, np.repeat(np.arange(files), per_file)
+
+
+def _draws(monkeypatch, fn, *args, **kwargs):
+    seen = []
+    real = metrics._interval
+    monkeypatch.setattr(metrics, "_interval", lambda v, d, c: seen.append(np.asarray(d)) or real(v, d, c))
+    result = fn(*args, **kwargs)
+    return result, seen[-1]
+
+
+def test_resampled_kad_centres_on_the_value_from_one_distribution(monkeypatch):
+    # resampled rows hold duplicates; counted as distinct pairs (kernel value 1) they lifted every resample
+    # by ~(1 - mean k_xx)/n + (1 - mean k_yy)/m = 0.016 here, above the interval's whole width
+    rng = np.random.default_rng(50)
+    x, y = rng.standard_normal((50, 16)), rng.standard_normal((50, 16))
+    result, draws = _draws(monkeypatch, metrics.kernel_bootstrap, x, y, n_resamples=200, seed=0)
+    assert abs(draws.mean() - result["value"]) < 0.002, (draws.mean(), result["value"])
+    assert result["ci"][0] < result["value"] < result["ci"][1]
+    # the same with whole songs resampled: pairs across two copies of one song are left out too
+    (x, gx), (y, gy) = _clustered(7), _clustered(8)
+    result, draws = _draws(monkeypatch, metrics.kernel_bootstrap, x, y, n_resamples=200, seed=0, groups_x=gx,
+                           groups_y=gy)
+    assert abs(draws.mean() - result["value"]) < 0.01, (draws.mean(), result["value"])
+    assert result["ci"][0] < result["value"] < result["ci"][1]
+
+
+@pytest.mark.parametrize("kad", [False, True])
+def test_group_bootstrap_is_wider_on_correlated_rows(kad):
+    (x, gx), (y, gy) = _clustered(7), _clustered(8)
+    run = ((lambda **kw: metrics.kernel_bootstrap(x, y, n_resamples=100, **kw)) if kad
+           else (lambda **kw: metrics.bootstrap(metrics.frechet_distance, x, y, n_resamples=100, **kw)))
+    rows, files = run(), run(groups_x=gx, groups_y=gy)
+    width = lambda r: r["ci"][1] - r["ci"][0]  # noqa: E731
+    assert width(files) > 3 * width(rows), (rows["ci"], files["ci"])
+    # one row per group is resampling rows: the same draws
+    assert run(groups_x=np.arange(len(x)) + 5, groups_y=np.arange(len(y))[::-1])["ci"] == pytest.approx(rows["ci"])
+
+
+@pytest.mark.parametrize("fn", [lambda x, y, **kw: metrics.bootstrap(metrics.frechet_distance, x, y, **kw),
+                                metrics.kernel_bootstrap])
+def test_bad_group_labels_are_refused(fn):
+    x, y = _features(11, n=20, d=4), _features(12, n=12, d=4)
+    with pytest.raises(ValueError, match=r"groups_x: expected one group label per row \(20 rows\)"):
+        fn(x, y, groups_x=np.arange(19))
+    with pytest.raises(ValueError, match="groups_y: expected one group label per row"):
+        fn(x, y, groups_y=np.zeros((12, 1)))
+    with pytest.raises(ValueError, match="groups_y: all 12 rows are in one group"):
+        fn(x, y, groups_y=np.zeros(12))
+
+
 def _embed_folder(path, rows_per_file, seed, shift=0.0):
+    """An embed output folder with layers 3 and 7: one pooled row per file (jukemir), or with rows_per_file > 1
+    that many frames per file (frames), each file's frames sharing a random offset."""
     path.mkdir()
     rng = np.random.default_rng(seed)
     lines = []
     for i, n in enumerate(rows_per_file):
-        np.save(path / f"f{i}.npy", (rng.standard_normal((2, 8)) + shift).astype(np.float32))
-        lines.append(json.dumps(dict(file=f"f{i}.wav", npy=f"f{i}.npy", shape=[2, 8], layers=[3, 7],
-                                     preset="jukemir", pool="mean", model="m")))
+        shape = [2, 8] if n == 1 else [2, n, 8]
+        a = rng.standard_normal(shape) + shift + (0 if n == 1 else 2 * rng.standard_normal((2, 1, 8)))
+        np.save(path / f"f{i}.npy", a.astype(np.float32))
+        lines.append(json.dumps(dict(file=f"f{i}.wav", npy=f"f{i}.npy", shape=shape, layers=[3, 7],
+                                     preset="jukemir" if n == 1 else "frames", pool="mean" if n == 1 else "none",
+                                     model="m")))
     (path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return path
 
@@ -90,6 +193,27 @@ def test_cli_on_embed_folders(tmp_path, capsys):
     assert "--layer" in capsys.readouterr().err
     assert main(["fad", "--ref", str(ref), "--gen", str(tmp_path / "none"), "--layer", "3"]) == 2
     assert "--gen" in capsys.readouterr().err
+
+
+def test_cli_resamples_the_files_of_frame_rows(tmp_path, capsys):
+    ref = _embed_folder(tmp_path / "ref", [6, 9, 7, 8, 5], 0)
+    gen = _embed_folder(tmp_path / "gen", [7, 7, 6, 9], 1, shift=0.5)
+    frames = lambda p, n: np.concatenate([np.load(p / f"f{i}.npy")[0] for i in range(n)])  # noqa: E731
+    x, y = frames(ref, 5), frames(gen, 4)
+    files_x, files_y = np.repeat(np.arange(5), [6, 9, 7, 8, 5]), np.repeat(np.arange(4), [7, 7, 6, 9])
+    assert main(["kad", "--ref", str(ref), "--gen", str(gen), "--layer", "3", "--n_bootstrap", "30"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    want = metrics.kernel_bootstrap(x, y, n_resamples=30, groups_x=files_x, groups_y=files_y)
+    assert out["resampled"] == "files" and out["n_ref"] == 35 and out["ref_files"] == 5 and out["preset"] == "frames"
+    assert out["ci"] == pytest.approx(want["ci"]) and out["value"] == pytest.approx(want["value"])
+    assert out["ci"] != pytest.approx(metrics.kernel_bootstrap(x, y, n_resamples=30)["ci"])
+    assert main(["fad", "--ref", str(ref), "--gen", str(gen), "--layer", "3", "--n_bootstrap", "30"]) == 0
+    want = metrics.bootstrap(metrics.frechet_distance, x, y, n_resamples=30, groups_x=files_x, groups_y=files_y)
+    assert json.loads(capsys.readouterr().out)["ci"] == pytest.approx(want["ci"])
+    one = _embed_folder(tmp_path / "one", [12], 2)
+    assert main(["kad", "--ref", str(one), "--gen", str(gen), "--layer", "3"]) == 2
+    assert "--ref: 1 file; the bootstrap resamples files" in capsys.readouterr().err
+    assert main(["kad", "--ref", str(one), "--gen", str(gen), "--layer", "3", "--n_bootstrap", "0"]) == 0
 
 
 def test_model_card_prints_the_distance_table(tmp_path):

@@ -5,6 +5,9 @@ FAD (Fréchet audio distance, Kilgour et al. 2019) or KAD (unbiased kernel MMD^2
 embeddings of two folders, with a bootstrap confidence interval; prints one JSON object. A folder is either
 the output of `python -m jukejax.embed` (its manifest says what it holds) or audio, embedded with --checkpoint
 at --layer (default 36) by --preset (jukemir: one mean-pooled row per file; frames: one row per frame).
+The bootstrap resamples files: a file drawn brings all its rows (frames of one song are not independent draws,
+so resampling them one by one would make the interval too narrow); with one row per file that is resampling
+rows.
 """
 from __future__ import annotations
 
@@ -54,19 +57,22 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise EmbedError(f"--ref has {ref.shape[1]}-dim embeddings, --gen {gen.shape[1]}-dim: not the same model")
     if ref_info["layer"] != gen_info["layer"]:
         raise EmbedError(f"--ref holds layer {ref_info['layer']}, --gen layer {gen_info['layer']}")
-    for name, rows in (("ref", ref), ("gen", gen)):
+    for name, rows, info in (("ref", ref, ref_info), ("gen", gen, gen_info)):
         if rows.shape[0] < 2:
             raise EmbedError(f"--{name}: {rows.shape[0]} embedding row(s); a distribution needs at least 2")
+        if args.n_bootstrap and info["files"] < 2:
+            raise EmbedError(f"--{name}: 1 file; the bootstrap resamples files (its {rows.shape[0]} rows are not "
+                             f"independent draws): give at least 2 files, or --n_bootstrap 0")
+    resampling = dict(n_resamples=args.n_bootstrap, confidence=args.confidence, seed=args.seed,
+                      groups_x=ref_info["row_file"], groups_y=gen_info["row_file"])
     if args.metric == "fad":
-        fn = metrics.frechet_distance
+        result = metrics.bootstrap(metrics.frechet_distance, ref, gen, **resampling)
     else:
         bandwidth = args.bandwidth or metrics.median_bandwidth(ref, gen)
-        fn = lambda x, y: metrics.kernel_distance(x, y, bandwidth)  # noqa: E731
-    result = metrics.bootstrap(fn, ref, gen, n_resamples=args.n_bootstrap, confidence=args.confidence,
-                               seed=args.seed)
-    out = dict(metric=args.metric, **result, n_ref=int(ref.shape[0]), n_gen=int(gen.shape[0]),
-               ref_files=ref_info["files"], gen_files=gen_info["files"], layer=ref_info["layer"],
-               preset=ref_info["preset"], dim=int(ref.shape[1]))
+        result = metrics.kernel_bootstrap(ref, gen, bandwidth, **resampling)
+    out = dict(metric=args.metric, **result, resampled="files", n_ref=int(ref.shape[0]),
+               n_gen=int(gen.shape[0]), ref_files=ref_info["files"], gen_files=gen_info["files"],
+               layer=ref_info["layer"], preset=ref_info["preset"], dim=int(ref.shape[1]))
     if args.metric == "kad":
         out["bandwidth"] = bandwidth
     return out

@@ -17,7 +17,9 @@ from jukejax.embed.run import MANIFEST, EmbedConfig, run
 
 
 def load_rows(features_dir: pathlib.Path, layer: Optional[int]) -> Tuple[np.ndarray, dict]:
-    """(rows (n, width), description) of the `layer` features in an embed output folder."""
+    """(rows (n, width), description) of the `layer` features in an embed output folder, the files in manifest
+    order; the description's `row_file` (n,) is the index of the file each row came from (the frames preset
+    gives a file several rows, which a bootstrap should resample together)."""
     manifest = features_dir / MANIFEST
     records = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not records:
@@ -30,17 +32,19 @@ def load_rows(features_dir: pathlib.Path, layer: Optional[int]) -> Tuple[np.ndar
     if layer not in layers:
         raise EmbedError(f"--layer {layer}: {features_dir} holds layers {layers}")
     index = layers.index(layer)
-    rows = []
-    for r in records:
+    rows, row_file = [], []
+    for i, r in enumerate(records):
         if r["layers"] != layers or r["preset"] != records[0]["preset"] or r["pool"] != records[0]["pool"]:
             raise EmbedError(f"{manifest}: {r['file']} was embedded with other settings than {records[0]['file']}")
         a = np.load(features_dir / r["npy"])
         if len(layers) > 1:
             a = a[index]
         rows.append(a.reshape(-1, a.shape[-1]))
+        row_file.append(np.full(rows[-1].shape[0], i))
     return np.concatenate(rows).astype(np.float64), dict(layer=layer, preset=records[0]["preset"],
                                                          pool=records[0]["pool"], files=len(records),
-                                                         model=records[0]["model"])
+                                                         model=records[0]["model"],
+                                                         row_file=np.concatenate(row_file))
 
 
 def rows_for(directory: str, checkpoint: Optional[str], layer: Optional[int], preset: str,
