@@ -2,7 +2,7 @@
 of the level above?
 
   python scripts/demo_quality.py --samples samples/DIR [--samples samples/DIR2 ...] [--data DEMO_DATA]
-      [--json OUT.json]
+      [--label TEXT ...] [--json OUT.json] [--update_card MODEL]
 
 Per level of each sample folder (level_{l}/item_*.wav, as sample.py writes them) it measures
 
@@ -14,7 +14,8 @@ Per level of each sample folder (level_{l}/item_*.wav, as sample.py writes them)
   was given scores near 1; unrelated music scores about 0.5.
 
 With --data it measures the same pitch clarity on the held-out songs (the target) and on noise shaped to each
-held-out song's average spectrum (what a sample without notes scores).
+held-out song's average spectrum (what a sample without notes scores). --update_card stores the numbers (each
+sample folder under its --label) in MODEL/training.json (key `listening`) and rewrites MODEL/MODEL_CARD.md.
 """
 from __future__ import annotations
 
@@ -112,14 +113,27 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--samples", action="append", default=[], help="a sample.py --workdir (repeatable)")
     p.add_argument("--data", default="", help="the folder scripts/make_demo_dataset.py wrote (held-out songs)")
     p.add_argument("--seconds", type=float, default=8.0, help="held-out audio per song")
+    p.add_argument("--label", action="append", default=[],
+                   help="what each --samples folder is, for the model card (one per --samples)")
     p.add_argument("--json", default="", help="also write the numbers here")
+    p.add_argument("--update_card", metavar="MODEL", default="",
+                   help="store the numbers in MODEL/training.json and rewrite MODEL/MODEL_CARD.md")
     add_traceback_argument(p)
     args = p.parse_args(argv)
     return run_reporting_user_errors(lambda: _run(args), traceback=args.traceback)
 
 
 def _run(args) -> int:
+    if args.label and len(args.label) != len(args.samples):
+        raise UserError(f"--label: {len(args.label)} labels for {len(args.samples)} --samples folders; give one "
+                        "per folder")
+    card_path = pathlib.Path(args.update_card) / "training.json" if args.update_card else None
+    if card_path is not None and not card_path.exists():
+        raise UserError(f"--update_card {args.update_card}: no training.json (expected a model folder written by "
+                        "scripts/train_demo.py)")
     result = {"samples": [measure_samples(f) for f in args.samples]}
+    for s, label in zip(result["samples"], args.label):
+        s["label"] = label
     if args.data:
         result["held_out"] = measure_held_out(args.data, args.seconds)
     for s in result["samples"]:
@@ -133,6 +147,12 @@ def _run(args) -> int:
               f"spectrally matched noise {h['noise_pitch_clarity']:.3f}")
     if args.json:
         atomic_write_text(pathlib.Path(args.json), json.dumps(result, indent=2))
+    if card_path is not None:
+        from model_card import write_model_card
+        card = json.loads(card_path.read_text())
+        card["listening"] = result
+        atomic_write_text(card_path, json.dumps(card, indent=2, default=float) + "\n")
+        print(f"updated {write_model_card(card_path.parent, card)}")
     return 0
 
 

@@ -85,6 +85,28 @@ def write_model_card(out: pathlib.Path, card: dict) -> pathlib.Path:
             if f"sc_db_l{level}" in m:
                 lines.append(f"| {level} | {m[f'sc_db_l{level}']:.1f} dB | {m[f'chroma_l{level}']:.3f} | "
                              f"{_fmt(m.get(f'chroma_other_l{level}'))} |")
+    listening = card.get("listening")
+    if listening:
+        lines += ["", "## Does it sound like music? Pitch clarity per level", "",
+                  "`scripts/demo_quality.py`: pitch clarity is the mean over non-silent 2048-sample frames of the "
+                  "highest normalised autocorrelation at 60-1000 Hz pitch lags (held notes score near 1, white "
+                  "noise near 0); in brackets, the chroma similarity of each level's audio to the level above "
+                  "(1 = the same notes; unrelated music scores about 0.5).", "",
+                  "| samples | level 2 | level 1 (chroma vs 2) | level 0 (chroma vs 1) |", "|---|---|---|---|"]
+        for s in listening["samples"]:
+            cells = []
+            for level in ("2", "1", "0"):
+                row = s["levels"].get(level)
+                cell = "-" if row is None else f"{row['pitch_clarity']:.3f}"
+                if row is not None and "chroma_vs_above" in row:
+                    cell += f" ({row['chroma_vs_above']:.3f})"
+                cells.append(cell)
+            lines.append(f"| {s.get('label', s['folder'])} ({s['items']} items) | " + " | ".join(cells) + " |")
+        held_out = listening.get("held_out")
+        if held_out:
+            lines += ["", f"Held-out songs ({held_out['songs']} songs, {held_out['seconds']:g} s each): pitch "
+                          f"clarity {held_out['pitch_clarity']:.3f}; noise with each song's average spectrum: "
+                          f"{held_out['noise_pitch_clarity']:.3f}."]
     distances = card.get("embedding_distances")
     if distances:
         lines += ["", "## FAD / KAD of samples against held-out songs", "",

@@ -56,3 +56,15 @@ def test_model_card_shows_fine_tuned_and_kept_stages(tmp_path):
     assert "| vqvae (kept from the earlier model) | `configs/demo_vqvae.py` | 3000 | 10.0 min | 4.000 | 0.900 |" in text
     assert "| prior_level_1 | `configs/demo_upsampler_1.py` | 2000 + 500 | 9.0 + 2.0 min | 7.500 | 4.000 |" in text
     assert "--start_from old --keep vqvae" in text
+
+
+def test_listening_table_in_the_model_card(tmp_path):
+    model_card = load_script("model_card")
+    levels = {"2": {"pitch_clarity": 0.55}, "1": {"pitch_clarity": 0.386, "chroma_vs_above": 0.967},
+              "0": {"pitch_clarity": 0.357, "chroma_vs_above": 0.997}}
+    card = {"listening": {"samples": [{"folder": "x", "label": "before", "items": 2, "levels": levels}],
+                          "held_out": {"songs": 13, "seconds": 8.0, "pitch_clarity": 0.706,
+                                       "noise_pitch_clarity": 0.472}}}
+    text = model_card.write_model_card(tmp_path, card).read_text()
+    assert "| before (2 items) | 0.550 | 0.386 (0.967) | 0.357 (0.997) |" in text
+    assert "pitch clarity 0.706; noise with each song's average spectrum: 0.472." in text
