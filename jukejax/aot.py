@@ -437,10 +437,10 @@ def decode_floor_bytes(config, n: int, param_bytes: int, cache_dtype) -> int:
 
 
 def compile_sampling(pc, topology: str, n_samples: int, mesh: MeshConfig = MeshConfig(data=-1),
-                     cache_dtype: Optional[str] = None, vqvae: bool = True) -> Dict[str, Any]:
+                     cache_dtype: Optional[str] = None, vqvae: bool = True, scan: bool = True) -> Dict[str, Any]:
     """Compile one level's first window (prefill of 0 tokens + the token loop over n_ctx positions) as
-    `sample.py` runs it, for `n_samples` samples split over the mesh's batch axes, and the level's VQ-VAE
-    decoder for one item."""
+    `sample.py` runs it on a TPU, for `n_samples` samples split over the mesh's batch axes, and the level's
+    VQ-VAE decoder for one item. scan=False compiles every layer unrolled (`cache.layer_groups`)."""
     from jukejax.prior.prior import abstract_params
     from jukejax.sample import cache as cache_lib
     from jukejax.sample import decode, schedule
@@ -449,8 +449,9 @@ def compile_sampling(pc, topology: str, n_samples: int, mesh: MeshConfig = MeshC
     c = pc.transformer
     cache_dtype = jnp.dtype(cache_dtype or c.compute_dtype)
     boxed = abstract_params(pc)
-    shardings = parallel.param_shardings(boxed, mesh_)
-    params = _abstract(jax.eval_shape(lambda p: decode.decode_params(p, pc), nn.unbox(boxed)), shardings)
+    # The layers decode as a TPU runs them (scanned repeats), whatever machine compiles.
+    shardings = decode.decode_shardings(parallel.param_shardings(boxed, mesh_), pc, scan=scan)
+    params = _abstract(jax.eval_shape(lambda p: decode.decode_params(p, pc, scan=scan), nn.unbox(boxed)), shardings)
     batch_sh = lambda s: parallel.fitted_batch_sharding(mesh_, s)  # noqa: E731
     z_cond = (jax.ShapeDtypeStruct((n_samples, pc.cond_length), jnp.int32,
                                    sharding=batch_sh((n_samples, pc.cond_length)))
@@ -462,7 +463,7 @@ def compile_sampling(pc, topology: str, n_samples: int, mesh: MeshConfig = MeshC
     x_cond, y_cond, encoder_kv, _ = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=batch_sh(a.shape)), conds)
     cache = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=batch_sh(a.shape)),
-                         cache_lib.cache_spec(c, n_samples, cache_dtype))
+                         cache_lib.cache_spec(c, n_samples, cache_dtype, scan=scan))
     keys = jax.eval_shape(lambda: schedule.item_keys(jax.random.key(0), 0, n_samples))
     keys = jax.ShapeDtypeStruct(keys.shape, keys.dtype, sharding=batch_sh(keys.shape))
     buffer = jax.ShapeDtypeStruct((n_samples, c.n_ctx), jnp.int32, sharding=batch_sh((n_samples, c.n_ctx)))
@@ -633,6 +634,8 @@ def _define_flags() -> None:
     flags.DEFINE_bool("vqvae", True, "with --sample: also compile the level's VQ-VAE decoder")
     flags.DEFINE_string("mesh", "-1,1,1", "with --sample: data,fsdp,tensor")
     flags.DEFINE_string("cache_dtype", "", "with --sample: KV-cache dtype ('' = the compute dtype)")
+    flags.DEFINE_bool("decode_scan", True, "with --sample: decode repeated layer units as one scan each, as "
+                                           "sample.py does on TPU (--nodecode_scan: every layer unrolled)")
     flags.DEFINE_string("dtype", "", "prior compute dtype, e.g. bfloat16 ('' = the config's)")
     flags.DEFINE_bool("scan", False, "scan the prior's layers over the attention pattern's period (training)")
     flags.DEFINE_bool("json", False, "print one JSON object")
@@ -654,7 +657,7 @@ def _main() -> int:
         except ValueError:
             raise AOTError(f"--mesh {fv.mesh!r}: expected three integers data,fsdp,tensor") from None
         reports = compile_sampling(prior_config(config), fv.compile_for, fv.n_samples, mesh, fv.cache_dtype or None,
-                                   vqvae=fv.vqvae)["reports"]
+                                   vqvae=fv.vqvae, scan=fv.decode_scan)["reports"]
     else:
         reports = [compile_train(config, fv.compile_for)]
     _print(reports, fv.json)

@@ -36,6 +36,11 @@ CASES = {
     # Layer-scanned params (`scan=True`) are unstacked for decoding.
     "scanned_2": dict(attn_order=2, depth=6, blocks=8, scan=True),
 }
+# Depths the attention pattern's period does not divide: order 12 (period 48) at 19 layers scans (B, T, P) x 5
+# and unrolls the prime layer and the three after it; order 10 (period 79) at 39 layers scans (B, T, P) x 3 and
+# its ten-layer unit with cross-attention x 3.
+SCANNED = {"prime_12_depth_19": dict(attn_order=12, depth=19, blocks=8, prime_len=12),
+           "enc_dec_10_depth_39": dict(attn_order=10, depth=39, blocks=8, encoder_dims=12, merged_decoder=True)}
 # (case, n_prefill): None decodes every position with `step`; an int primes that many tokens first.
 CONSISTENCY = [(name, None) for name in CASES if name != "scanned_2"] + [(name, 13) for name in CASES] + [
     ("upsampler_2", 0), ("upsampler_2", 21), ("prime_12", 37)]
@@ -54,7 +59,7 @@ def max_rel_err(got, want) -> float:
 
 def make_case(name):
     cfg = AutoregressiveConfig(n_ctx=N_CTX, bins=BINS, width=WIDTH, heads=2, x_cond=True, y_cond=True,
-                               **CASES[name])
+                               **{**CASES, **SCANNED}[name])
     keys = jax.random.split(jax.random.PRNGKey(sum(map(ord, name))), 6)
     tokens = jax.random.randint(keys[0], (BATCH, N_CTX), 0, BINS)
     x_cond = jax.random.normal(keys[1], (BATCH, N_CTX, WIDTH))
@@ -246,3 +251,48 @@ def test_invalid_requests_fail_early():
         sample(c, jax.random.PRNGKey(0), c["tokens"], 5, temperature=0.0)
     with pytest.raises(ValueError, match="encoder_kv"):
         sample(dict(case("enc_dec_10"), enc=None), jax.random.PRNGKey(0), c["tokens"], 5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Scanned layer groups (what sample.py runs on TPU) against every layer unrolled.
+
+def unstack_cache(cache, cfg):
+    """A scanned cache as one {"k", "v"} per layer, like the unrolled one."""
+    out = {}
+    for g in C.layer_groups(cfg, scan=True):
+        for j in range(len(g.funcs)):
+            for r in range(g.reps):
+                layer = cache[g.name][C.layer_name(j)] if g.scanned else cache[g.name]
+                out[C.layer_name(g.start + r * len(g.funcs) + j)] = (
+                    jax.tree.map(lambda a, r=r: a[:, r], layer) if g.scanned else layer)
+    return out
+
+
+@pytest.mark.parametrize("name", list(SCANNED))
+def test_scanned_layers_sample_the_same_tokens(name):
+    c = case(name)
+    cfg = c["cfg"]
+    groups = C.layer_groups(cfg, scan=True)
+    assert any(g.scanned for g in groups) and cfg.depth % cfg.period
+    assert sum(len(g.funcs) * g.reps for g in groups) == cfg.depth
+    scanned_cache = C.init_cache(cfg, BATCH, scan=True)
+    assert C.is_scanned(scanned_cache) and not C.is_scanned(C.init_cache(cfg, BATCH, scan=False))
+    assert C.cache_bytes(cfg, BATCH) == sum(a.nbytes for a in jax.tree.leaves(scanned_cache))
+    params = {False: decode.decode_params(c["params"], cfg, scan=False),
+              True: decode.decode_params(c["params"], cfg, scan=True)}
+    assert set(params[True]["transformer"]) == {g.name for g in groups}
+    got = {}
+    for scan in (False, True):  # temperature 1, no filter: a draw from the whole distribution at every step
+        got[scan] = sample(dict(c, params=params[scan]), jax.random.PRNGKey(3), c["tokens"], 13,
+                           cache=C.init_cache(cfg, BATCH, scan=scan))
+    np.testing.assert_array_equal(np.asarray(got[True][0]), np.asarray(got[False][0]))
+    assert len(np.unique(np.asarray(got[True][0])[:, 13:])) > 5
+    unrolled, scanned = got[False][1], unstack_cache(got[True][1], cfg)
+    assert set(scanned) == set(unrolled)
+    for layer in unrolled:  # the same keys and values in every layer (XLA may fuse ops differently in a loop)
+        for kv in ("k", "v"):
+            np.testing.assert_allclose(scanned[layer][kv], unrolled[layer][kv], rtol=1e-5, atol=1e-5)
+    with jax.default_matmul_precision("highest"):
+        logits = decode.teacher_forced_logits_cached(c["params"], cfg, c["tokens"], c["x_cond"], c["y_cond"],
+                                                     c["enc"], n_prefill=13, scan=True)
+    assert max_rel_err(logits, c["full"]) <= TOL

@@ -28,11 +28,20 @@ samples both and is checked against the teacher-forced pass like every other typ
 
 Stale or never-written slots are harmless: every read is masked to positions <= t, which this window has
 written, so a cache can be reused for the next window without clearing it.
+
+Layers are grouped for decoding (`layer_groups`): a run of `reps` repeats of a short unit of attention types
+(the upsamplers' row, column, previous row x 24; 1b_lyrics' five such triples between its prime and dense
+layers; 5b_lyrics' ten-layer unit with cross-attention x 7) is one `lax.scan` over the repeats, so the
+compiler sees the unit once instead of every layer. Such a group's caches are stacked on axis 1 (the batch
+stays axis 0, as every placement expects): `{"_attn_scan_{first layer}": {"_attn_mods_{j}": {"k", "v"}}}`
+with (N, reps, ...) arrays, layer first + r * len(unit) + j at [:, r]. A layer in no repeated unit keeps its
+own `{"_attn_mods_{d}": {"k", "v"}}`, as every layer does with `scan=False`.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+import functools
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -42,11 +51,70 @@ from jukejax.prior.attention import (BLOCK, CROSS, DENSE, PREV_BLOCK, PRIME, SUM
                                      TRANSPOSE_BLOCK, attend, merge_heads, split_heads)
 from jukejax.prior.config import TransformerConfig
 
-Cache = Dict[str, Dict[str, jax.Array]]  # {"_attn_mods_{d}": {"k": ..., "v": ...}}
+Cache = Dict[str, Any]  # {"_attn_mods_{d}": {"k", "v"}} and {"_attn_scan_{d}": {"_attn_mods_{j}": {"k", "v"}}}
 
 
 def layer_name(d: int) -> str:
     return f"_attn_mods_{d}"
+
+
+class LayerGroup(NamedTuple):
+    """Layers start + r * len(funcs) + j (r < reps, j < len(funcs)) have attention type funcs[j]; reps 1
+    is one unrolled layer."""
+    start: int
+    funcs: Tuple[int, ...]
+    reps: int
+
+    @property
+    def name(self) -> str:
+        return layer_name(self.start) if self.reps == 1 else f"_attn_scan_{self.start}"
+
+    @property
+    def scanned(self) -> bool:
+        return self.reps > 1
+
+
+@functools.lru_cache(maxsize=None)
+def _groups(funcs: Tuple[int, ...]) -> Tuple[LayerGroup, ...]:
+    # Fewest layer bodies for the compiler to see: a scanned group costs its unit's length plus one (the
+    # loop), an unrolled layer one. Dynamic programming over where the next group starts.
+    n = len(funcs)
+    best = [(0, ())] * (n + 1)
+    for i in reversed(range(n)):
+        options = [(best[i + 1][0] + 1, (LayerGroup(i, (funcs[i],), 1),) + best[i + 1][1])]
+        for u in range(1, (n - i) // 2 + 1):
+            unit, reps = funcs[i:i + u], 1
+            while funcs[i + reps * u:i + (reps + 1) * u] == unit:
+                reps += 1
+                cost, rest = best[i + reps * u]
+                options.append((cost + u + 1, (LayerGroup(i, unit, reps),) + rest))
+        best[i] = min(options, key=lambda o: (o[0], len(o[1])))
+    return best[0][1]
+
+
+def default_scan() -> bool:
+    """Whether decoding scans repeated layer units unless told: everywhere but on CPU. The TPU compiler then
+    sees each unit once (a window of the upsamplers' 72 layers compiles as 3). On CPU the scanned loop is as
+    fast for models of 512 wide and more but slower for small ones, whose token step is per-op overhead
+    (the demo prior's shape, 128 wide and 16 layers: 8.7 k vs 14.4 k tokens/s at batch 4), and compiling is
+    cheap there anyway."""
+    return jax.default_backend() != "cpu"
+
+
+def layer_groups(config: TransformerConfig, scan: Optional[bool] = None) -> Tuple[LayerGroup, ...]:
+    """How decoding runs the layers: repeated units scanned (fewest layer bodies to compile), the rest one by
+    one; with scan=False every layer on its own (None: `default_scan()`). Released orders: the upsamplers and 5b (order 2, 72 layers)
+    are one unit of 3 x 24; 1b_lyrics (order 12, 72) 21 layer bodies in 11 groups; 5b_lyrics (order 10, 79) a unit
+    of 3 x 3 and one of 10 x 7."""
+    funcs = tuple(config.attn_funcs)
+    if not (default_scan() if scan is None else scan):
+        return tuple(LayerGroup(d, (f,), 1) for d, f in enumerate(funcs))
+    return _groups(funcs)
+
+
+def is_scanned(cache: Cache) -> bool:
+    """Whether a cache has scanned groups (made with `init_cache(..., scan=True)` where a unit repeats)."""
+    return any(name.startswith("_attn_scan_") for name in cache)
 
 
 def summary_spread(config: TransformerConfig, attn_func: int) -> int:
@@ -81,19 +149,34 @@ def layer_logical_axes(attn_func: int) -> Tuple[Optional[str], ...]:
     return ("batch", None, "heads")
 
 
-def cache_spec(config: TransformerConfig, batch: int, dtype: Any = None) -> Cache:
-    """The cache as a tree of `jax.ShapeDtypeStruct` (nothing allocated)."""
+def _grouped(config: TransformerConfig, scan: Optional[bool], leaf) -> Cache:
+    """{group name: ...} with leaf(attn_func, reps or None) for each layer of an unrolled group / unit
+    position of a scanned one."""
+    out = {}
+    for g in layer_groups(config, scan):
+        if g.scanned:
+            out[g.name] = {layer_name(j): leaf(f, g.reps) for j, f in enumerate(g.funcs)}
+        else:
+            out[g.name] = leaf(g.funcs[0], None)
+    return out
+
+
+def cache_spec(config: TransformerConfig, batch: int, dtype: Any = None, scan: Optional[bool] = None) -> Cache:
+    """The cache as a tree of `jax.ShapeDtypeStruct` (nothing allocated), layers grouped as `layer_groups`."""
     dtype = jnp.dtype(dtype or config.compute_dtype)
-    spec = {}
-    for d, f in enumerate(config.attn_funcs):
+
+    def leaf(f, reps):
         shape = layer_shape(config, f, batch)
-        spec[layer_name(d)] = {"k": jax.ShapeDtypeStruct(shape, dtype), "v": jax.ShapeDtypeStruct(shape, dtype)}
-    return spec
+        if reps is not None:
+            shape = shape[:1] + (reps,) + shape[1:]
+        return {"k": jax.ShapeDtypeStruct(shape, dtype), "v": jax.ShapeDtypeStruct(shape, dtype)}
+    return _grouped(config, scan, leaf)
 
 
-def init_cache(config: TransformerConfig, batch: int, dtype: Any = None) -> Cache:
+def init_cache(config: TransformerConfig, batch: int, dtype: Any = None,
+               scan: Optional[bool] = None) -> Cache:
     """Zero caches for every layer of `config` (dtype defaults to the compute dtype)."""
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache_spec(config, batch, dtype))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache_spec(config, batch, dtype, scan))
 
 
 def cache_bytes(config: TransformerConfig, batch: int = 1, dtype: Any = None) -> int:
@@ -101,10 +184,15 @@ def cache_bytes(config: TransformerConfig, batch: int = 1, dtype: Any = None) ->
     return sum(math.prod(s.shape) * s.dtype.itemsize for s in jax.tree.leaves(cache_spec(config, batch, dtype)))
 
 
-def cache_logical_axes(config: TransformerConfig) -> Dict[str, Dict[str, Tuple[Optional[str], ...]]]:
-    """Logical axes of every cache leaf, for `jukejax.parallel.logical_to_spec`."""
-    return {layer_name(d): {"k": layer_logical_axes(f), "v": layer_logical_axes(f)}
-            for d, f in enumerate(config.attn_funcs)}
+def cache_logical_axes(config: TransformerConfig, scan: Optional[bool] = None) -> Cache:
+    """Logical axes of every cache leaf, for `jukejax.parallel.logical_to_spec` (a scanned group's repeats
+    axis is "layers", kept whole)."""
+    def leaf(f, reps):
+        axes = layer_logical_axes(f)
+        if reps is not None:
+            axes = axes[:1] + ("layers",) + axes[1:]
+        return {"k": axes, "v": axes}
+    return _grouped(config, scan, leaf)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -127,17 +215,22 @@ def summary_positions(config: TransformerConfig, attn_func: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------
 # Writing: one position while stepping, or a whole primed prefix at once.
 
-def _store(buf: jax.Array, value: jax.Array, index: Tuple[Any, ...], write: Any = True) -> jax.Array:
-    """dynamic_update_slice of value (same rank as buf) at index; where `write` is False the slot is kept."""
+def _store(buf: jax.Array, value: jax.Array, index: Tuple[Any, ...], write: Any = True,
+           rep: Optional[jax.Array] = None) -> jax.Array:
+    """dynamic_update_slice of value (same rank as one layer's buffer) at index; where `write` is False the
+    slot is kept. With `rep`, buf is a scanned group's (N, reps, ...) and repeat `rep` is written."""
     value = value.astype(buf.dtype)
+    if rep is not None:
+        value, index = value[:, None], (index[0], rep) + tuple(index[1:])
     if write is not True:
         value = jnp.where(write, value, jax.lax.dynamic_slice(buf, index, value.shape))
     return jax.lax.dynamic_update_slice(buf, value, index)
 
 
 def write_step(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: jax.Array, t: jax.Array,
-               config: TransformerConfig) -> Dict[str, jax.Array]:
-    """Store the k, v (N, 1, S) of position t in a self-attention layer's cache."""
+               config: TransformerConfig, rep: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
+    """Store the k, v (N, 1, S) of position t in a self-attention layer's cache (repeat `rep` of a scanned
+    group's stacked cache when given)."""
     c = config
     zero = jnp.zeros((), jnp.int32)
     if attn_func == TRANSPOSE_BLOCK:
@@ -154,15 +247,22 @@ def write_step(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: jax
     else:
         size = c.n_ctx if attn_func == DENSE else c.block_ctx if attn_func == BLOCK else 2 * c.block_ctx
         index, write = (zero, t % size, zero), True
-    return {"k": _store(layer["k"], k, index, write), "v": _store(layer["v"], v, index, write)}
+    return {"k": _store(layer["k"], k, index, write, rep), "v": _store(layer["v"], v, index, write, rep)}
 
 
 def write_prefix(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: jax.Array, last: int,
-                 config: TransformerConfig) -> Dict[str, jax.Array]:
+                 config: TransformerConfig, rep: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
     """Store positions 0..last (static) of k, v (N, P, S), P > last, as if stepped through one by one.
 
-    For type 6, k and v are the encoder K/V (N, encoder_dims, S) and replace the cache.
+    For type 6, k and v are the encoder K/V (N, encoder_dims, S) and replace the cache. With `rep`, `layer`
+    is a scanned group's stacked cache and its repeat `rep` is written.
     """
+    if rep is not None:
+        one = {n: _read(layer[n], rep) for n in ("k", "v")}
+        one = write_prefix(attn_func, one, k, v, last, config)
+        zero = jnp.zeros((), jnp.int32)
+        return {n: jax.lax.dynamic_update_slice(layer[n], one[n][:, None], (zero, rep) + (zero,) * (one[n].ndim - 1))
+                for n in ("k", "v")}
     c = config
 
     def fill(buf, x):
@@ -224,38 +324,51 @@ def attend_one(q: jax.Array, k: jax.Array, v: jax.Array, mask: Optional[jax.Arra
     return jax.lax.platform_dependent(q, k, v, tpu=on_tpu,
                                       default=lambda q, k, v: attend(q, k, v, mask, n_head=n_head))
 
+def _read(buf: jax.Array, rep: Optional[jax.Array], axis: Optional[int] = None, start: Any = 0,
+          size: int = 1) -> jax.Array:
+    """One layer's cache, or positions start..start+size-1 of it along `axis` (of the one-layer layout), as
+    one dynamic slice: of buf itself, or of repeat `rep` of a scanned group's (N, reps, ...) buf."""
+    if rep is None:
+        return buf if axis is None else jax.lax.dynamic_slice_in_dim(buf, start, size, axis)
+    zero = jnp.zeros((), jnp.int32)
+    starts, sizes = [zero] * buf.ndim, list(buf.shape)
+    starts[1], sizes[1] = rep, 1
+    if axis is not None:
+        starts[axis + 1], sizes[axis + 1] = start, size
+    part = jax.lax.dynamic_slice(buf, starts, sizes)
+    return part.reshape(part.shape[:1] + part.shape[2:])
+
+
 def attend_step(attn_func: int, layer: Dict[str, jax.Array], q: jax.Array, t: jax.Array,
-                config: TransformerConfig) -> jax.Array:
+                config: TransformerConfig, rep: Optional[jax.Array] = None) -> jax.Array:
     """Attention output (N, 1, S), before c_proj, of the query q (N, 1, S) at position t.
 
-    The cache must already hold position t (`write_step`) for self-attention types.
+    The cache must already hold position t (`write_step`) for self-attention types. With `rep`, `layer` is a
+    scanned group's stacked cache and its repeat `rep` is read.
     """
     c = config
-    k, v = layer["k"].astype(q.dtype), layer["v"].astype(q.dtype)
+    read = lambda axis=None, start=0, size=1: tuple(  # noqa: E731
+        _read(layer[n], rep, axis, start, size).astype(q.dtype) for n in ("k", "v"))
     if attn_func == DENSE:
-        mask = jnp.arange(c.n_ctx) <= t
+        (k, v), mask = read(), jnp.arange(c.n_ctx) <= t
     elif attn_func == BLOCK:
-        mask = jnp.arange(c.block_ctx) <= t % c.block_ctx
+        (k, v), mask = read(), jnp.arange(c.block_ctx) <= t % c.block_ctx
     elif attn_func == TRANSPOSE_BLOCK:
-        col = t % c.block_ctx
-        k = jax.lax.dynamic_index_in_dim(k, col, axis=1, keepdims=False)  # (N, blocks, S)
-        v = jax.lax.dynamic_index_in_dim(v, col, axis=1, keepdims=False)
+        k, v = (x[:, 0] for x in read(1, t % c.block_ctx))  # column t % bc: (N, blocks, S)
         mask = jnp.arange(c.blocks) <= t // c.block_ctx
     elif attn_func == PREV_BLOCK:
         bc = c.block_ctx
-        start = ((t // bc - 1) % 2) * bc
-        k = jax.lax.dynamic_slice_in_dim(k, start, bc, axis=1)
-        v = jax.lax.dynamic_slice_in_dim(v, start, bc, axis=1)
+        k, v = read(1, ((t // bc - 1) % 2) * bc, bc)
         a = attend_one(q, k, v, None, n_head=c.heads)
         # Block 0 attends to block_ctx zero keys and values in the original: the output is exactly 0.
         return jnp.where(t >= bc, a, jnp.zeros_like(a))
     elif attn_func in (SUMMARY, SUMMARY_SPREAD):
         pos = summary_positions(c, attn_func)
-        mask = (pos < 0) | (pos <= t)
+        (k, v), mask = read(), (pos < 0) | (pos <= t)
     elif attn_func == CROSS:
-        mask = None
+        (k, v), mask = read(), None
     elif attn_func == PRIME:
-        mask = jnp.arange(c.prime_attn_len) <= t
+        (k, v), mask = read(), jnp.arange(c.prime_attn_len) <= t
     else:
         raise ValueError(f"attn_func {attn_func!r} is not one of the attention types 0-7")
     return attend_one(q, k, v, mask, n_head=c.heads)

@@ -11,6 +11,10 @@ a known prefix in chunks (`primed_sample`). Here:
 - `sample_window` is prefill + one compiled `lax.fori_loop` over the remaining positions, tokens written
   into a fixed (N, n_ctx) buffer, caches donated and returned for the next window.
 
+Repeated units of layers run as one `lax.scan` each over their stacked params and caches
+(`cache.layer_groups`; the default on all but CPU), so the compiler sees each unit once, in the prefill and in
+the step; `decode_params` stacks the params once at load.
+
 Model math (embeddings, LayerNorms, projections, MLP, head) is the prior modules' own, called through
 `ConditionalAutoregressive.embed` / `embed_at` / `head` and `ResAttnBlock.attn_qkv` / `attn_residual`; this
 module owns only the caches and the loops. Everything is row-wise in the batch, so a batch sharded over the
@@ -19,54 +23,143 @@ module owns only the caches and the loops. Everything is row-wise in the batch, 
 from __future__ import annotations
 
 import functools
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jukejax.prior import attention as attn_lib
 from jukejax.prior.attention import (CROSS, DENSE, PRIME, SUMMARY, SUMMARY_SPREAD, attend, causal_mask)
 from jukejax.prior.autoregressive import ConditionalAutoregressive
 from jukejax.prior.config import AutoregressiveConfig
 from jukejax.prior.transformer import ResAttnBlock, unstack_layers
-from jukejax.sample.cache import (Cache, attend_step, init_cache, layer_name, summary_spread, write_prefix,
-                                  write_step)
+from jukejax.sample.cache import (Cache, attend_step, default_scan, init_cache, is_scanned, layer_groups,
+                                  layer_name, summary_spread, write_prefix, write_step)
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Binding params to the prior's modules.
+# Binding params to the prior's modules; the layers' params, grouped as the caches are (`cache.layer_groups`).
 
 def _model(params: Any, config: AutoregressiveConfig) -> ConditionalAutoregressive:
     return ConditionalAutoregressive(config).bind({"params": params})
 
 
-def _blocks(params: Any, config: AutoregressiveConfig) -> List[ResAttnBlock]:
-    """One bound ResAttnBlock per layer (a scanned param tree is unstacked first)."""
-    layers = params["transformer"]
-    if config.scan:
-        layers = unstack_layers(layers, config)
-    return [ResAttnBlock(config, f).bind({"params": layers[layer_name(d)]})
-            for d, f in enumerate(config.attn_funcs)]
+def _raw_layers(layers: Any, config: AutoregressiveConfig) -> Any:
+    """{_attn_mods_d: one layer's params} from any layout: as stored, layer-scanned for training
+    (`_attn_period`), or grouped for decoding (`_attn_scan_*`)."""
+    if "_attn_period" in layers:
+        return unstack_layers(layers, config)
+    if not any(name.startswith("_attn_scan_") for name in layers):
+        return layers
+    out = {}
+    for g in layer_groups(config, scan=True):
+        if not g.scanned:
+            out[g.name] = layers[g.name]
+            continue
+        for j in range(len(g.funcs)):
+            for r in range(g.reps):
+                out[layer_name(g.start + r * len(g.funcs) + j)] = jax.tree.map(
+                    lambda a, r=r: a[r], layers[g.name][layer_name(j)])
+    return out
 
 
-def decode_params(params: Any, config) -> Any:
-    """Params with every transformer dense layer's kernel and bias in the compute dtype: exactly what each
-    `nn.Dense` casts them to on every call, done once. Sampling casts at load (half the HBM for bf16) and the
-    window function again outside its token loop (a no-op then), so no step re-reads fp32 weights to convert
-    them. LayerNorms and the embedding tables stay as stored. `params` is a whole prior's tree (with "prior")
-    or the autoregressive model's (with "transformer"); `config` a PriorConfig or its transformer config."""
-    dtype = jnp.dtype(getattr(config, "transformer", config).compute_dtype)
+def _group_layers(layers: Any, config: AutoregressiveConfig, scan: Optional[bool],
+                  prepare: Callable[[Any, Any], Any] = lambda path, x: x, stack: Callable = jnp.stack) -> Any:
+    """The transformer's params grouped for decoding: a scanned group's layers stacked per unit position
+    (reps first), other layers as they are; `prepare(path within a layer, leaf)` is applied to each layer's
+    leaves before stacking. Params already grouped for `scan` are only prepared."""
+    groups = layer_groups(config, scan)
+    if set(layers) == {g.name for g in groups}:
+        return jax.tree_util.tree_map_with_path(prepare, layers)
+    raw = _raw_layers(layers, config)
+    out = {}
+    for g in groups:
+        if not g.scanned:
+            out[g.name] = jax.tree_util.tree_map_with_path(prepare, raw[g.name])
+            continue
+        unit = len(g.funcs)
+        out[g.name] = {layer_name(j): jax.tree_util.tree_map_with_path(
+            lambda path, *xs: stack([prepare(path, x) for x in xs]),
+            *[raw[layer_name(g.start + r * unit + j)] for r in range(g.reps)]) for j in range(unit)}
+    return out
+
+
+def layer_params(layers: Any, config: AutoregressiveConfig, d: int) -> Any:
+    """Layer d's params from the transformer's params in any layout (stored, training-scanned, grouped)."""
+    return _raw_layers(layers, config)[layer_name(d)]
+
+
+def decode_params(params: Any, config, scan: Optional[bool] = None) -> Any:
+    """Params as decoding reads them, made once at load: every transformer dense layer's kernel and bias in
+    the compute dtype (exactly what each `nn.Dense` casts them to on every call, so the cast changes no
+    number), and the layers grouped as `cache.layer_groups(scan)` runs them (a scanned group's layers stacked;
+    scan None: scanned on all but CPU). Sampling does this when it loads a level (half the HBM for bf16
+    weights; each stack is built from cast layers, so no second copy of the weights stays) and again inside
+    the window function, outside its token loop, where it is then a no-op: no step re-reads fp32 weights to
+    convert them and nothing is stacked per window. LayerNorms and the embedding tables stay as stored.
+    `params` is a whole prior's tree (with "prior") or the autoregressive model's (with "transformer");
+    `config` a PriorConfig or its transformer config."""
+    tc = getattr(config, "transformer", config)
+    dtype = jnp.dtype(tc.compute_dtype)
 
     def cast(path, x):
         names = [getattr(k, "key", None) for k in path]
-        if "transformer" in names and not any(n in ("ln_0", "ln_1") for n in names) and \
-                jnp.issubdtype(x.dtype, jnp.floating):
+        if not any(n in ("ln_0", "ln_1") for n in names) and jnp.issubdtype(x.dtype, jnp.floating):
             return x.astype(dtype)
         return x
-    if "prior" in params:
-        return dict(params, prior=jax.tree_util.tree_map_with_path(cast, params["prior"]))
-    return jax.tree_util.tree_map_with_path(cast, params)
+    return _with_ar_layers(params, lambda layers: _group_layers(layers, tc, scan, cast))
+
+
+def decode_shardings(shardings: Any, config, scan: Optional[bool] = None) -> Any:
+    """`NamedSharding`s of the params (`parallel.param_shardings`) for their `decode_params` layout: a stacked
+    layer is placed as its layers were, the repeats axis whole."""
+    tc = getattr(config, "transformer", config)
+
+    def stack(xs):
+        return NamedSharding(xs[0].mesh, PartitionSpec(None, *xs[0].spec))
+    return _with_ar_layers(shardings, lambda layers: _group_layers(layers, tc, scan, stack=stack))
+
+
+def _with_ar_layers(params: Any, fn: Callable[[Any], Any]) -> Any:
+    ar = params["prior"] if "prior" in params else params
+    ar = dict(ar, transformer=fn(ar["transformer"]))
+    return dict(params, prior=ar) if "prior" in params else ar
+
+
+def _run_layers(params: Any, config: AutoregressiveConfig, cache: Cache, x: jax.Array,
+                layer_fn: Callable) -> Tuple[jax.Array, Cache]:
+    """x through every layer, grouped as the cache is: `layer_fn(block, attn_func, layer_cache, x, rep)` ->
+    (x, layer_cache), where rep is None for an unrolled layer and the repeat index within a scanned group's
+    stacked cache. A scanned group is one `lax.scan` over its repeats (the compiler sees its unit once)."""
+    c = config
+    scan = is_scanned(cache)
+    groups = layer_groups(c, scan)
+    if set(cache) != {g.name for g in groups}:
+        raise ValueError(f"the cache's layers {sorted(cache)[:4]}... are not grouped as attn_order "
+                         f"{c.attn_order}, depth {c.depth} decodes ({'scanned' if scan else 'unrolled'}); make it "
+                         f"with init_cache")
+    layers = _group_layers(params["transformer"], c, scan)
+    out = {}
+    for g in groups:
+        if not g.scanned:
+            block = ResAttnBlock(c, g.funcs[0]).bind({"params": layers[g.name]})
+            x, out[g.name] = layer_fn(block, g.funcs[0], cache[g.name], x, None)
+            continue
+
+        def body(carry, xs, g=g):
+            x, group_cache = carry
+            group_params, rep = xs
+            group_cache = dict(group_cache)
+            for j, f in enumerate(g.funcs):
+                block = ResAttnBlock(c, f).bind({"params": group_params[layer_name(j)]})
+                x, group_cache[layer_name(j)] = layer_fn(block, f, group_cache[layer_name(j)], x, rep)
+            return (x, group_cache), None
+
+        (x, out[g.name]), _ = jax.lax.scan(body, (x, cache[g.name]),
+                                           (layers[g.name], jnp.arange(g.reps, dtype=jnp.int32)))
+    return x, out
 
 
 def _check_inputs(config: AutoregressiveConfig, encoder_kv: Optional[jax.Array]) -> None:
@@ -137,19 +230,19 @@ def _prefill(params, config: AutoregressiveConfig, cache: Cache, tokens: jax.Arr
     model = _model(params, c)
     padded = jnp.zeros((n, c.n_ctx), jnp.int32).at[:, :n_known].set(tokens.astype(jnp.int32))
     h, x_cond = model.embed(padded, x_cond, y_cond)
-    x = h[:, :length].astype(c.compute_dtype)
-    out = {}
-    for d, (f, block) in enumerate(zip(c.attn_funcs, _blocks(params, c))):
-        name = layer_name(d)
-        cache_dtype = cache[name]["k"].dtype
+
+    def layer(block, f, layer_cache, x, rep):
+        cache_dtype = layer_cache["k"].dtype
         if f == CROSS:
             q = block.attn_query(x)
             k, v = block.attn_encoder_kv(encoder_kv)
         else:
             q, k, v = block.attn_qkv(x)
-        out[name] = write_prefix(f, cache[name], k, v, n_known, c)
+        layer_cache = write_prefix(f, layer_cache, k, v, n_known, c, rep)
         k, v = _as_cache_dtype(k, cache_dtype), _as_cache_dtype(v, cache_dtype)
-        x = block.attn_residual(x, _prefix_attention(f, q, k, v, c))
+        return block.attn_residual(x, _prefix_attention(f, q, k, v, c)), layer_cache
+
+    x, out = _run_layers(params, c, cache, h[:, :length].astype(c.compute_dtype), layer)
     h = x[:, :n_known + 1].astype(jnp.float32)
     x_cond = x_cond if x_cond.shape[1] == 1 else x_cond[:, :n_known + 1]
     return out, model.head(h, x_cond)
@@ -174,12 +267,13 @@ def prefill(params, config: AutoregressiveConfig, tokens: jax.Array, x_cond: Opt
 def fill_encoder(params, config: AutoregressiveConfig, cache: Cache, encoder_kv: jax.Array) -> Cache:
     """Project encoder_kv into the type-6 layers' caches (what `prefill` does, for decoding from t = 0)."""
     _check_inputs(config, encoder_kv)
-    cache = dict(cache)
-    for d, (f, block) in enumerate(zip(config.attn_funcs, _blocks(params, config))):
+
+    def layer(block, f, layer_cache, x, rep):
         if f == CROSS:
             k, v = block.attn_encoder_kv(encoder_kv)
-            cache[layer_name(d)] = write_prefix(f, cache[layer_name(d)], k, v, 0, config)
-    return cache
+            layer_cache = write_prefix(f, layer_cache, k, v, 0, config, rep)
+        return x, layer_cache
+    return _run_layers(params, config, cache, jnp.zeros((), config.compute_dtype), layer)[1]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -199,17 +293,16 @@ def step(params, config: AutoregressiveConfig, cache: Cache, token: jax.Array, t
     t = jnp.asarray(t, jnp.int32)
     model = _model(params, c)
     h, x_cond_t = model.embed_at(token.astype(jnp.int32), t, x_cond_t, y_cond)
-    x = h.astype(c.compute_dtype)
-    out = {}
-    for d, (f, block) in enumerate(zip(c.attn_funcs, _blocks(params, c))):
-        layer = cache[layer_name(d)]
+
+    def layer(block, f, layer_cache, x, rep):
         if f == CROSS:
             q = block.attn_query(x)
         else:
             q, k, v = block.attn_qkv(x)
-            layer = write_step(f, layer, k, v, t, c)
-        x = block.attn_residual(x, attend_step(f, layer, q, t, c))
-        out[layer_name(d)] = layer
+            layer_cache = write_step(f, layer_cache, k, v, t, c, rep)
+        return block.attn_residual(x, attend_step(f, layer_cache, q, t, c, rep)), layer_cache
+
+    x, out = _run_layers(params, c, cache, h.astype(c.compute_dtype), layer)
     return model.head(x.astype(jnp.float32), x_cond_t)[:, 0], out
 
 
@@ -266,7 +359,7 @@ def draw(keys: jax.Array, logits: jax.Array, t: jax.Array, temperature: jax.Arra
 
 def _sample_window(params, cache, key, buffer, x_cond, y_cond, encoder_kv, temperature, *, config, n_prefix,
                    n_total, top_k, top_p):
-    params = decode_params(params, config)
+    params = decode_params(params, config, scan=is_scanned(cache))
     n = buffer.shape[0]
     keys = row_keys(key, n)
     cache, logits = _prefill(params, config, cache, buffer[:, :n_prefix], x_cond, y_cond, encoder_kv)
@@ -326,11 +419,11 @@ def sample_window(params, config: AutoregressiveConfig, key: jax.Array, prefix_t
 # ------------------------------------------------------------------------------------------------------------
 # Teacher forcing through the caches (the consistency check).
 
-@functools.partial(jax.jit, static_argnames=("config", "n_prefill", "cache_dtype"))
-def _teacher_forced(params, tokens, x_cond, y_cond, encoder_kv, *, config, n_prefill, cache_dtype):
+@functools.partial(jax.jit, static_argnames=("config", "n_prefill", "cache_dtype", "scan"))
+def _teacher_forced(params, tokens, x_cond, y_cond, encoder_kv, *, config, n_prefill, cache_dtype, scan):
     c = config
     n, length = tokens.shape
-    cache = init_cache(c, n, cache_dtype)
+    cache = init_cache(c, n, cache_dtype, scan)
     if n_prefill is None:
         start, pre = 0, []
         if CROSS in c.attn_funcs:
@@ -353,16 +446,18 @@ def _teacher_forced(params, tokens, x_cond, y_cond, encoder_kv, *, config, n_pre
 def teacher_forced_logits_cached(params, config: AutoregressiveConfig, tokens: jax.Array,
                                  x_cond: Optional[jax.Array] = None, y_cond: Optional[jax.Array] = None,
                                  encoder_kv: Optional[jax.Array] = None, *, n_prefill: Optional[int] = None,
-                                 cache_dtype: Any = None) -> jax.Array:
+                                 cache_dtype: Any = None, scan: Optional[bool] = None) -> jax.Array:
     """Logits (N, T, bins) of positions 0..T-1 of `tokens` (N, T), decoded through the caches.
 
     n_prefill None: every position, 0 included, is a `step`. n_prefill = L: `prefill` of x[0..L-1] gives
     positions 0..L, then `step` feeds the true tokens for L+1..T-1. Equals the full forward pass
-    `ConditionalAutoregressive.__call__` up to float rounding.
+    `ConditionalAutoregressive.__call__` up to float rounding. scan: the layers grouped as
+    `cache.layer_groups(scan)`.
     """
     if n_prefill is not None and not 0 <= n_prefill < tokens.shape[1]:
         raise ValueError(f"n_prefill {n_prefill} must lie in [0, {tokens.shape[1]})")
     _check_inputs(config, encoder_kv)
     dtype = jnp.dtype(cache_dtype or config.compute_dtype)
     return _teacher_forced(nn.unbox(params), tokens, x_cond, y_cond, encoder_kv, config=config,
-                           n_prefill=n_prefill, cache_dtype=dtype)
+                           n_prefill=n_prefill, cache_dtype=dtype,
+                           scan=default_scan() if scan is None else bool(scan))

@@ -85,7 +85,7 @@ def _place_params(params, config, mesh):
         return params
     from jukejax import parallel
     from jukejax.prior.prior import abstract_params
-    shardings = parallel.param_shardings(abstract_params(config), mesh)
+    shardings = decode.decode_shardings(parallel.param_shardings(abstract_params(config), mesh), config)
     return jax.tree.map(lambda x, sh: parallel.put_global(x, sh), params, shardings)
 
 

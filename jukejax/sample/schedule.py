@@ -40,9 +40,9 @@ from jukejax.prior.autoregressive import ConditionalAutoregressive
 from jukejax.prior.conditioners import check_labels
 from jukejax.prior.labels import set_y_for_window, split_y
 from jukejax.prior.prior import Prior, PriorConfig
-from jukejax.prior.transformer import ResAttnBlock, unstack_layers
+from jukejax.prior.transformer import ResAttnBlock
 from jukejax.sample import decode
-from jukejax.sample.cache import init_cache
+from jukejax.sample.cache import init_cache, is_scanned
 from jukejax.vqvae.model import VQVAE
 
 
@@ -150,7 +150,7 @@ def _sample_rows(params, cache, keys, buffer, x_cond, y_cond, encoder_kv, temper
                  n_total, top_k, top_p):
     """`decode.sample_window` with one key per row (the item's), so a row's tokens do not depend on which
     other rows share its batch."""
-    params = decode.decode_params(params, config)  # once per window, outside the token loop
+    params = decode.decode_params(params, config, scan=is_scanned(cache))  # a no-op on params cast at load
     cache, logits = decode.prefill(params, config, buffer[:, :n_prefix], x_cond, y_cond, encoder_kv, cache=cache)
     first = decode.draw(keys, logits, jnp.int32(n_prefix), temperature, top_k, top_p)
     buffer = buffer.at[:, n_prefix].set(first)
@@ -178,10 +178,9 @@ def _alignment_probs(params, tokens, x_cond, y_cond, encoder_kv, *, config: Prio
     model = ConditionalAutoregressive(c).bind({"params": ar_params})
     h, _ = model.embed(tokens, x_cond, y_cond)
     x = h.astype(c.compute_dtype)
-    layers = unstack_layers(ar_params["transformer"], c) if c.scan else ar_params["transformer"]
     funcs = c.attn_funcs
     for d in range(layer + 1):
-        block = ResAttnBlock(c, funcs[d]).bind({"params": layers[f"_attn_mods_{d}"]})
+        block = ResAttnBlock(c, funcs[d]).bind({"params": decode.layer_params(ar_params["transformer"], c, d)})
         enc = encoder_kv if funcs[d] == CROSS else None
         if d < layer:
             x = block(x, enc)
