@@ -437,10 +437,11 @@ def decode_floor_bytes(config, n: int, param_bytes: int, cache_dtype) -> int:
 
 
 def compile_sampling(pc, topology: str, n_samples: int, mesh: MeshConfig = MeshConfig(data=-1),
-                     cache_dtype: Optional[str] = None, vqvae: bool = True, scan: bool = True) -> Dict[str, Any]:
+                     cache_dtype: Optional[str] = None, vqvae: bool = True, scan: bool = False) -> Dict[str, Any]:
     """Compile one level's first window (prefill of 0 tokens + the token loop over n_ctx positions) as
     `sample.py` runs it on a TPU, for `n_samples` samples split over the mesh's batch axes, and the level's
-    VQ-VAE decoder for one item. scan=False compiles every layer unrolled (`cache.layer_groups`)."""
+    VQ-VAE decoder for one item. scan: repeated layer units as one scan each (`cache.layer_groups`), as
+    sample.py --decode_scan runs them."""
     from jukejax.prior.prior import abstract_params
     from jukejax.sample import cache as cache_lib
     from jukejax.sample import decode, schedule
@@ -449,7 +450,6 @@ def compile_sampling(pc, topology: str, n_samples: int, mesh: MeshConfig = MeshC
     c = pc.transformer
     cache_dtype = jnp.dtype(cache_dtype or c.compute_dtype)
     boxed = abstract_params(pc)
-    # The layers decode as a TPU runs them (scanned repeats), whatever machine compiles.
     shardings = decode.decode_shardings(parallel.param_shardings(boxed, mesh_), pc, scan=scan)
     params = _abstract(jax.eval_shape(lambda p: decode.decode_params(p, pc, scan=scan), nn.unbox(boxed)), shardings)
     batch_sh = lambda s: parallel.fitted_batch_sharding(mesh_, s)  # noqa: E731
@@ -604,7 +604,7 @@ def compile_bundle(s, topology: str) -> List[Dict[str, Any]]:
         default = settings_lib.per_level_defaults(n_levels)["max_batch_size"][level]
         batch = min(max(s.n_samples, 1), s.per_level("max_batch_size", level, n_levels, default))
         reports += compile_sampling(prior_config(cd), topology, batch, MeshConfig(*s.mesh), s.cache_dtype or None,
-                                    vqvae=True)["reports"]
+                                    vqvae=True, scan=s.decode_scan)["reports"]
     return reports
 
 
@@ -634,8 +634,8 @@ def _define_flags() -> None:
     flags.DEFINE_bool("vqvae", True, "with --sample: also compile the level's VQ-VAE decoder")
     flags.DEFINE_string("mesh", "-1,1,1", "with --sample: data,fsdp,tensor")
     flags.DEFINE_string("cache_dtype", "", "with --sample: KV-cache dtype ('' = the compute dtype)")
-    flags.DEFINE_bool("decode_scan", True, "with --sample: decode repeated layer units as one scan each, as "
-                                           "sample.py does on TPU (--nodecode_scan: every layer unrolled)")
+    flags.DEFINE_bool("decode_scan", False, "with --sample: decode repeated layer units as one scan each "
+                                            "(sample.py --decode_scan): a faster compile, a slower step")
     flags.DEFINE_string("dtype", "", "prior compute dtype, e.g. bfloat16 ('' = the config's)")
     flags.DEFINE_bool("scan", False, "scan the prior's layers over the attention pattern's period (training)")
     flags.DEFINE_bool("json", False, "print one JSON object")

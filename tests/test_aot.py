@@ -101,3 +101,20 @@ def test_compiler_out_of_hbm_refused_in_one_line():
     assert "\n" not in message
     assert "does not fit v5e:2x2: the compiler needs" in message and "of temporaries per device" in message
     assert "data.batch_size" in message
+
+
+def test_scanned_window_report():
+    """`--decode_scan`: the layers (order 2 at depth 7: one unrolled, (T, P, B) x 2 scanned) compile as a loop
+    inside the token loop, with the params stacked and split over fsdp as the unstacked ones are."""
+    config = tiny_configs.prior()
+    config.prior.prior_depth = 7
+    report = aot.compile_sampling(prior_config(config), TOPOLOGY, n_samples=4, mesh=aot.MeshConfig(data=2, fsdp=2),
+                                  vqvae=False, scan=True)["reports"][0]
+    _check_common(report)
+    unrolled = aot.compile_sampling(prior_config(config), TOPOLOGY, n_samples=4,
+                                    mesh=aot.MeshConfig(data=2, fsdp=2), vqvae=False)["reports"][0]
+    # the same weights and caches per device, only grouped differently
+    assert report["weights_bytes_per_device"] == unrolled["weights_bytes_per_device"]
+    assert report["cache_bytes_per_device"] == unrolled["cache_bytes_per_device"]
+    assert report["step"]["trips"] == unrolled["step"]["trips"] and report["estimate_loops_exact"]
+    assert report["step"]["large_per_step_rewrites"] == []

@@ -29,13 +29,13 @@ samples both and is checked against the teacher-forced pass like every other typ
 Stale or never-written slots are harmless: every read is masked to positions <= t, which this window has
 written, so a cache can be reused for the next window without clearing it.
 
-Layers are grouped for decoding (`layer_groups`): a run of `reps` repeats of a short unit of attention types
+With `scan=True`, layers are grouped for decoding (`layer_groups`): a run of `reps` repeats of a short unit of attention types
 (the upsamplers' row, column, previous row x 24; 1b_lyrics' five such triples between its prime and dense
 layers; 5b_lyrics' ten-layer unit with cross-attention x 7) is one `lax.scan` over the repeats, so the
 compiler sees the unit once instead of every layer. Such a group's caches are stacked on axis 1 (the batch
 stays axis 0, as every placement expects): `{"_attn_scan_{first layer}": {"_attn_mods_{j}": {"k", "v"}}}`
 with (N, reps, ...) arrays, layer first + r * len(unit) + j at [:, r]. A layer in no repeated unit keeps its
-own `{"_attn_mods_{d}": {"k", "v"}}`, as every layer does with `scan=False`.
+own `{"_attn_mods_{d}": {"k", "v"}}`, as every layer does with `scan=False` (the default).
 """
 from __future__ import annotations
 
@@ -92,22 +92,20 @@ def _groups(funcs: Tuple[int, ...]) -> Tuple[LayerGroup, ...]:
     return best[0][1]
 
 
-def default_scan() -> bool:
-    """Whether decoding scans repeated layer units unless told: everywhere but on CPU. The TPU compiler then
-    sees each unit once (a window of the upsamplers' 72 layers compiles as 3). On CPU the scanned loop is as
-    fast for models of 512 wide and more but slower for small ones, whose token step is per-op overhead
-    (the demo prior's shape, 128 wide and 16 layers: 8.7 k vs 14.4 k tokens/s at batch 4), and compiling is
-    cheap there anyway."""
-    return jax.default_backend() != "cpu"
+def layer_groups(config: TransformerConfig, scan: bool = False) -> Tuple[LayerGroup, ...]:
+    """How decoding runs the layers: every layer on its own, or with scan=True repeated units scanned (fewest
+    layer bodies to compile) and the rest one by one. Released orders: the upsamplers and 5b (order 2, 72
+    layers) are one unit of 3 x 24; 1b_lyrics (order 12, 72) 21 layer bodies in 11 groups; 5b_lyrics (order
+    10, 79) a unit of 3 x 3 and one of 10 x 7.
 
-
-def layer_groups(config: TransformerConfig, scan: Optional[bool] = None) -> Tuple[LayerGroup, ...]:
-    """How decoding runs the layers: repeated units scanned (fewest layer bodies to compile), the rest one by
-    one; with scan=False every layer on its own (None: `default_scan()`). Released orders: the upsamplers and 5b (order 2, 72 layers)
-    are one unit of 3 x 24; 1b_lyrics (order 12, 72) 21 layer bodies in 11 groups; 5b_lyrics (order 10, 79) a unit
-    of 3 x 3 and one of 10 x 7."""
+    Scanning trades step time for compile time, so it is not the default. The TPU compiler compiles the
+    released upsampler's window about 4x faster scanned, but estimates its token step at 5.9 ms instead of
+    2.7 ms (4.3 ms if none of the unrolled loop's weight prefetches overlapped its ops): in a loop over
+    stacked layers it streams the weights inside the matmuls instead of prefetching them, and every bias and
+    LayerNorm vector is a separate dynamic slice. On CPU the scanned loop is as fast for models 512 wide and
+    more, but slower for small ones (the demo prior's shape: 8.7 k vs 14.4 k tokens/s at batch 4)."""
     funcs = tuple(config.attn_funcs)
-    if not (default_scan() if scan is None else scan):
+    if not scan:
         return tuple(LayerGroup(d, (f,), 1) for d, f in enumerate(funcs))
     return _groups(funcs)
 
@@ -149,7 +147,7 @@ def layer_logical_axes(attn_func: int) -> Tuple[Optional[str], ...]:
     return ("batch", None, "heads")
 
 
-def _grouped(config: TransformerConfig, scan: Optional[bool], leaf) -> Cache:
+def _grouped(config: TransformerConfig, scan: bool, leaf) -> Cache:
     """{group name: ...} with leaf(attn_func, reps or None) for each layer of an unrolled group / unit
     position of a scanned one."""
     out = {}
@@ -161,7 +159,7 @@ def _grouped(config: TransformerConfig, scan: Optional[bool], leaf) -> Cache:
     return out
 
 
-def cache_spec(config: TransformerConfig, batch: int, dtype: Any = None, scan: Optional[bool] = None) -> Cache:
+def cache_spec(config: TransformerConfig, batch: int, dtype: Any = None, scan: bool = False) -> Cache:
     """The cache as a tree of `jax.ShapeDtypeStruct` (nothing allocated), layers grouped as `layer_groups`."""
     dtype = jnp.dtype(dtype or config.compute_dtype)
 
@@ -173,8 +171,7 @@ def cache_spec(config: TransformerConfig, batch: int, dtype: Any = None, scan: O
     return _grouped(config, scan, leaf)
 
 
-def init_cache(config: TransformerConfig, batch: int, dtype: Any = None,
-               scan: Optional[bool] = None) -> Cache:
+def init_cache(config: TransformerConfig, batch: int, dtype: Any = None, scan: bool = False) -> Cache:
     """Zero caches for every layer of `config` (dtype defaults to the compute dtype)."""
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache_spec(config, batch, dtype, scan))
 
@@ -184,7 +181,7 @@ def cache_bytes(config: TransformerConfig, batch: int = 1, dtype: Any = None) ->
     return sum(math.prod(s.shape) * s.dtype.itemsize for s in jax.tree.leaves(cache_spec(config, batch, dtype)))
 
 
-def cache_logical_axes(config: TransformerConfig, scan: Optional[bool] = None) -> Cache:
+def cache_logical_axes(config: TransformerConfig, scan: bool = False) -> Cache:
     """Logical axes of every cache leaf, for `jukejax.parallel.logical_to_spec` (a scanned group's repeats
     axis is "layers", kept whole)."""
     def leaf(f, reps):

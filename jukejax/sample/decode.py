@@ -11,9 +11,9 @@ a known prefix in chunks (`primed_sample`). Here:
 - `sample_window` is prefill + one compiled `lax.fori_loop` over the remaining positions, tokens written
   into a fixed (N, n_ctx) buffer, caches donated and returned for the next window.
 
-Repeated units of layers run as one `lax.scan` each over their stacked params and caches
-(`cache.layer_groups`; the default on all but CPU), so the compiler sees each unit once, in the prefill and in
-the step; `decode_params` stacks the params once at load.
+With a cache made with `scan=True`, repeated units of layers run as one `lax.scan` each over their stacked
+params and caches (`cache.layer_groups`), so the compiler sees each unit once, in the prefill and in the step
+(a faster compile, a slower step: see there); `decode_params(scan=True)` stacks the params once at load.
 
 Model math (embeddings, LayerNorms, projections, MLP, head) is the prior modules' own, called through
 `ConditionalAutoregressive.embed` / `embed_at` / `head` and `ResAttnBlock.attn_qkv` / `attn_residual`; this
@@ -35,7 +35,7 @@ from jukejax.prior.attention import (CROSS, DENSE, PRIME, SUMMARY, SUMMARY_SPREA
 from jukejax.prior.autoregressive import ConditionalAutoregressive
 from jukejax.prior.config import AutoregressiveConfig
 from jukejax.prior.transformer import ResAttnBlock, unstack_layers
-from jukejax.sample.cache import (Cache, attend_step, default_scan, init_cache, is_scanned, layer_groups,
+from jukejax.sample.cache import (Cache, attend_step, init_cache, is_scanned, layer_groups,
                                   layer_name, summary_spread, write_prefix, write_step)
 
 
@@ -65,7 +65,7 @@ def _raw_layers(layers: Any, config: AutoregressiveConfig) -> Any:
     return out
 
 
-def _group_layers(layers: Any, config: AutoregressiveConfig, scan: Optional[bool],
+def _group_layers(layers: Any, config: AutoregressiveConfig, scan: bool,
                   prepare: Callable[[Any, Any], Any] = lambda path, x: x, stack: Callable = jnp.stack) -> Any:
     """The transformer's params grouped for decoding: a scanned group's layers stacked per unit position
     (reps first), other layers as they are; `prepare(path within a layer, leaf)` is applied to each layer's
@@ -91,11 +91,11 @@ def layer_params(layers: Any, config: AutoregressiveConfig, d: int) -> Any:
     return _raw_layers(layers, config)[layer_name(d)]
 
 
-def decode_params(params: Any, config, scan: Optional[bool] = None) -> Any:
+def decode_params(params: Any, config, scan: bool = False) -> Any:
     """Params as decoding reads them, made once at load: every transformer dense layer's kernel and bias in
     the compute dtype (exactly what each `nn.Dense` casts them to on every call, so the cast changes no
-    number), and the layers grouped as `cache.layer_groups(scan)` runs them (a scanned group's layers stacked;
-    scan None: scanned on all but CPU). Sampling does this when it loads a level (half the HBM for bf16
+    number), and the layers grouped as `cache.layer_groups(scan)` runs them (with scan, a scanned group's
+    layers stacked). Sampling does this when it loads a level (half the HBM for bf16
     weights; each stack is built from cast layers, so no second copy of the weights stays) and again inside
     the window function, outside its token loop, where it is then a no-op: no step re-reads fp32 weights to
     convert them and nothing is stacked per window. LayerNorms and the embedding tables stay as stored.
@@ -112,7 +112,7 @@ def decode_params(params: Any, config, scan: Optional[bool] = None) -> Any:
     return _with_ar_layers(params, lambda layers: _group_layers(layers, tc, scan, cast))
 
 
-def decode_shardings(shardings: Any, config, scan: Optional[bool] = None) -> Any:
+def decode_shardings(shardings: Any, config, scan: bool = False) -> Any:
     """`NamedSharding`s of the params (`parallel.param_shardings`) for their `decode_params` layout: a stacked
     layer is placed as its layers were, the repeats axis whole."""
     tc = getattr(config, "transformer", config)
@@ -446,7 +446,7 @@ def _teacher_forced(params, tokens, x_cond, y_cond, encoder_kv, *, config, n_pre
 def teacher_forced_logits_cached(params, config: AutoregressiveConfig, tokens: jax.Array,
                                  x_cond: Optional[jax.Array] = None, y_cond: Optional[jax.Array] = None,
                                  encoder_kv: Optional[jax.Array] = None, *, n_prefill: Optional[int] = None,
-                                 cache_dtype: Any = None, scan: Optional[bool] = None) -> jax.Array:
+                                 cache_dtype: Any = None, scan: bool = False) -> jax.Array:
     """Logits (N, T, bins) of positions 0..T-1 of `tokens` (N, T), decoded through the caches.
 
     n_prefill None: every position, 0 included, is a `step`. n_prefill = L: `prefill` of x[0..L-1] gives
@@ -460,4 +460,4 @@ def teacher_forced_logits_cached(params, config: AutoregressiveConfig, tokens: j
     dtype = jnp.dtype(cache_dtype or config.compute_dtype)
     return _teacher_forced(nn.unbox(params), tokens, x_cond, y_cond, encoder_kv, config=config,
                            n_prefill=n_prefill, cache_dtype=dtype,
-                           scan=default_scan() if scan is None else bool(scan))
+                           scan=bool(scan))

@@ -76,16 +76,16 @@ def _sampling_mesh(s: SampleSettings):
     return None if mesh.size == 1 else mesh
 
 
-def _place_params(params, config, mesh):
+def _place_params(params, config, mesh, scan: bool = False):
     """Prior params on the mesh by their logical axes (fsdp/tensor splits for big priors, else replicated), the
     transformer's dense layers in the compute dtype (`decode.decode_params`: cast once, not every token)."""
     from jukejax.sample import decode
-    params = decode.decode_params(params, config)
+    params = decode.decode_params(params, config, scan)
     if mesh is None:
         return params
     from jukejax import parallel
     from jukejax.prior.prior import abstract_params
-    shardings = decode.decode_shardings(parallel.param_shardings(abstract_params(config), mesh), config)
+    shardings = decode.decode_shardings(parallel.param_shardings(abstract_params(config), mesh), config, scan)
     return jax.tree.map(lambda x, sh: parallel.put_global(x, sh), params, shardings)
 
 
@@ -378,7 +378,7 @@ def make_job(plan: Plan, level: int, params, mesh) -> schedule.LevelJob:
     return schedule.LevelJob(
         config=bundle.priors[level].config, params=params, key=jax.random.fold_in(jax.random.key(s.seed), level),
         y=lp.y, full_tokens=lp.full, temperature=lp.temperature, top_k=s.top_k, top_p=s.top_p, hop=lp.hop,
-        max_batch_size=lp.max_batch_size, cache_dtype=s.cache_dtype or None, mesh=mesh)
+        max_batch_size=lp.max_batch_size, cache_dtype=s.cache_dtype or None, scan=s.decode_scan, mesh=mesh)
 
 
 def sample_level_step(plan: Plan, zs: Dict[int, np.ndarray], state: LevelState, mesh,
@@ -391,7 +391,8 @@ def sample_level_step(plan: Plan, zs: Dict[int, np.ndarray], state: LevelState, 
     if zs[level].shape[1] >= lp.total:
         return None, None
     prior = plan.bundle.priors[level]
-    job = make_job(plan, level, _place_params(prior.load_params(), prior.config, mesh), mesh)
+    job = make_job(plan, level, _place_params(prior.load_params(), prior.config, mesh, plan.settings.decode_scan),
+                   mesh)
 
     def on_sampled(window: schedule.Window, z: np.ndarray) -> None:
         state.windows_done.append(window.start)

@@ -222,6 +222,7 @@ class LevelJob:
     hop: int
     max_batch_size: int
     cache_dtype: Optional[str] = None
+    scan: bool = False        # layers grouped as `cache.layer_groups(scan)`, like the params (`decode_params`)
     mesh: Any = None          # a jax Mesh: each batch chunk is split over its batch axes (data x fsdp)
     _caches: Dict[int, Any] = dataclasses.field(default_factory=dict)
 
@@ -256,7 +257,8 @@ class LevelJob:
 
     def _cache(self, batch: int):
         if batch not in self._caches:
-            self._caches[batch] = self._place(init_cache(self.config.transformer, batch, self.cache_dtype))
+            self._caches[batch] = self._place(init_cache(self.config.transformer, batch, self.cache_dtype,
+                                                         self.scan))
         return self._caches.pop(batch)
 
     def _place(self, tree):

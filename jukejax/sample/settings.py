@@ -84,6 +84,9 @@ class SampleSettings:
                             recorded=False)
     dtype: str = _setting("", "prior compute dtype override, e.g. bfloat16 ('' = the checkpoint's)", "str")
     cache_dtype: str = _setting("", "KV-cache dtype ('' = the compute dtype)", "str")
+    decode_scan: bool = _setting(False, "decode repeated units of layers as one scan each: the window compiles "
+                                        "several times faster (TPU), each token step runs slower", "bool",
+                                 recorded=False)
     mesh: Tuple[int, ...] = _setting((-1, 1, 1), "data,fsdp,tensor device mesh (-1 = the remaining devices; "
                                                  "tokens do not depend on it)", "ints", recorded=False)
     alignment: bool = _setting(True, "lyric alignment for the html pages (priors with lyrics)", "bool",
