@@ -431,8 +431,8 @@ def decode_floor_bytes(config, n: int, param_bytes: int, cache_dtype) -> int:
             slots += shape[2]
         elif f == 3:          # previous block: bc of its 2 bc slots
             slots += c.block_ctx
-        else:
-            slots += shape[1]
+        else:                 # every slot, whatever the layout
+            slots += math.prod(shape[1:]) // c.n_state
     return param_bytes + 2 * n * slots * c.n_state * itemsize
 
 

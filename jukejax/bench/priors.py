@@ -210,7 +210,7 @@ class PriorPair:
         cache = 0
         for f in tc.attn_funcs:
             shape = layer_shape(tc, f, batch)
-            slots = {TRANSPOSE_BLOCK: tc.blocks, PREV_BLOCK: tc.block_ctx}.get(f, math.prod(shape[1:-1]))
+            slots = {TRANSPOSE_BLOCK: tc.blocks, PREV_BLOCK: tc.block_ctx}.get(f, math.prod(shape[1:]) // tc.n_state)
             cache += 2 * batch * slots * tc.n_state * cache_bytes
         return dict(weights=n_weights * weight_bytes, rows=rows, cache=cache,
                     total=n_weights * weight_bytes + rows + cache, n_weights=n_weights)

@@ -8,7 +8,7 @@ compiled loop can run a window with no shape changes. Per layer, `k` and `v` eac
 
 | type | layout (per array)      | slot of position p                   | step at t reads                             |
 |------|-------------------------|--------------------------------------|---------------------------------------------|
-| 0    | (N, n_ctx, S)           | p                                    | every slot, visible if slot <= t            |
+| 0    | (N, H, n_ctx, D)        | p                                    | every slot, visible if slot <= t            |
 | 1    | ring (N, bc, S)         | p % bc                               | every slot, visible if slot <= t % bc       |
 | 2    | (N, bc, blocks, S)      | [p % bc, p // bc] (column-major)     | column t % bc, (N, blocks, S), visible if   |
 |      |                         |                                      | row <= t // bc                              |
@@ -18,9 +18,12 @@ compiled loop can run a window with no shape changes. Per layer, `k` and `v` eac
 |      |                         | - (bc - spread), for the last spread | slot whose position <= t                    |
 |      |                         | positions of blocks 0..blocks-2      |                                             |
 | 6    | (N, encoder_dims, S)    | encoder position, filled once        | every slot, no mask                         |
-| 7    | (N, prime_attn_len, S)  | p, while p < prime_attn_len          | every slot, visible if slot <= t            |
+| 7    | (N, H, prime_attn_len, D) | p, while p < prime_attn_len        | every slot, visible if slot <= t            |
 
-(spread is 1 for type 4.) The original keeps the same keys (`_suff_cache_len`): the current block for 1, the
+(spread is 1 for type 4.) Dense and prime caches are heads-major (H heads of D = S / H): a step reads them
+whole, and on TPU its 8-row products want each head's keys contiguous; stored (N, K, S), the compiler copied
+each such cache into that layout every step (two 26.7 MB copies per step for 1b_lyrics' dense layer at batch
+4). The original keeps the same keys (`_suff_cache_len`): the current block for 1, the
 previous and the current block for 3, the first `_prime_len` positions for 7, the encoder K/V for 6, and
 everything for 0 and 2 (2 reads one column of it). It has no sampling path for types 4 and 5
 (`_suff_cache_len` raises for 4, `summary_spread_attn` asserts "Not yet implemented" for 5); the layout here
@@ -50,6 +53,8 @@ import numpy as np
 from jukejax.prior.attention import (BLOCK, CROSS, DENSE, PREV_BLOCK, PRIME, SUMMARY, SUMMARY_SPREAD,
                                      TRANSPOSE_BLOCK, attend, merge_heads, split_heads)
 from jukejax.prior.config import TransformerConfig
+
+HEADS_MAJOR = frozenset({DENSE, PRIME})  # caches stored (N, heads, slots, head_dim)
 
 Cache = Dict[str, Any]  # {"_attn_mods_{d}": {"k", "v"}} and {"_attn_scan_{d}": {"_attn_mods_{j}": {"k", "v"}}}
 
@@ -123,7 +128,7 @@ def layer_shape(config: TransformerConfig, attn_func: int, batch: int) -> Tuple[
     """Shape of one layer's k (and v) cache."""
     c, s = config, config.n_state
     if attn_func == DENSE:
-        return (batch, c.n_ctx, s)
+        return (batch, c.heads, c.n_ctx, s // c.heads)
     if attn_func == BLOCK:
         return (batch, c.block_ctx, s)
     if attn_func == TRANSPOSE_BLOCK:
@@ -135,7 +140,7 @@ def layer_shape(config: TransformerConfig, attn_func: int, batch: int) -> Tuple[
     if attn_func == CROSS:
         return (batch, c.encoder_dims, s)
     if attn_func == PRIME:
-        return (batch, c.prime_attn_len, s)
+        return (batch, c.heads, c.prime_attn_len, s // c.heads)
     raise ValueError(f"attn_func {attn_func!r} is not one of the attention types 0-7")
 
 
@@ -144,6 +149,8 @@ def layer_logical_axes(attn_func: int) -> Tuple[Optional[str], ...]:
     the attention state over "heads" like c_attn's output."""
     if attn_func == TRANSPOSE_BLOCK:
         return ("batch", None, None, "heads")
+    if attn_func in HEADS_MAJOR:
+        return ("batch", "heads", None, None)
     return ("batch", None, "heads")
 
 
@@ -212,6 +219,11 @@ def summary_positions(config: TransformerConfig, attn_func: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------
 # Writing: one position while stepping, or a whole primed prefix at once.
 
+def to_heads(x: jax.Array, config: TransformerConfig) -> jax.Array:
+    """(N, T, S) -> the heads-major (N, H, T, D) of dense and prime caches."""
+    return split_heads(x, config.heads).swapaxes(1, 2)
+
+
 def _store(buf: jax.Array, value: jax.Array, index: Tuple[Any, ...], write: Any = True,
            rep: Optional[jax.Array] = None) -> jax.Array:
     """dynamic_update_slice of value (same rank as one layer's buffer) at index; where `write` is False the
@@ -240,9 +252,11 @@ def write_step(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: jax
         index = (zero, slot, zero)
     elif attn_func == PRIME:
         write = t < c.prime_attn_len
-        index = (zero, jnp.minimum(t, c.prime_attn_len - 1), zero)
+        index, k, v = (zero, zero, jnp.minimum(t, c.prime_attn_len - 1), zero), to_heads(k, c), to_heads(v, c)
+    elif attn_func == DENSE:
+        index, k, v, write = (zero, zero, t, zero), to_heads(k, c), to_heads(v, c), True
     else:
-        size = c.n_ctx if attn_func == DENSE else c.block_ctx if attn_func == BLOCK else 2 * c.block_ctx
+        size = c.block_ctx if attn_func == BLOCK else 2 * c.block_ctx
         index, write = (zero, t % size, zero), True
     return {"k": _store(layer["k"], k, index, write, rep), "v": _store(layer["v"], v, index, write, rep)}
 
@@ -266,9 +280,9 @@ def write_prefix(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: j
         x = x.astype(buf.dtype)
         if attn_func == CROSS:
             return x
-        if attn_func in (DENSE, PRIME):
-            n = min(last + 1, buf.shape[1])
-            return jax.lax.dynamic_update_slice_in_dim(buf, x[:, :n], 0, axis=1)
+        if attn_func in HEADS_MAJOR:
+            n = min(last + 1, buf.shape[2])
+            return jax.lax.dynamic_update_slice_in_dim(buf, to_heads(x[:, :n], c), 0, axis=2)
         if attn_func == TRANSPOSE_BLOCK:
             bc = c.block_ctx
             rows = -(-(last + 1) // bc)
@@ -336,6 +350,32 @@ def _read(buf: jax.Array, rep: Optional[jax.Array], axis: Optional[int] = None, 
     return part.reshape(part.shape[:1] + part.shape[2:])
 
 
+def attend_one_heads_major(q: jax.Array, k: jax.Array, v: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+    """`attend_one` against a heads-major cache: k, v (N, H, K, D). The same products as `attend` (q and k each
+    scaled by head_dim**-0.25, fp32 scores, masked scores -1e9); on TPU the query is 8 rows with both scales
+    folded into it, as in `attend_one`."""
+    n, _, s = q.shape
+    n_head, head_dim = k.shape[1], k.shape[-1]
+
+    def on_tpu(q, k, v):
+        qh = split_heads(jnp.broadcast_to(q * head_dim ** -0.5, (n, _TPU_QUERY_ROWS, s)), n_head)
+        return scores_and_values(qh, k, v, jnp.float32)[:, :1]
+
+    def default(q, k, v):
+        scale = head_dim ** -0.25
+        return scores_and_values(split_heads(q * scale, n_head), k * scale, v, None)
+
+    def scores_and_values(qh, k, v, accumulate):
+        w = jnp.einsum("nqhd,nhkd->nhqk", qh, k, preferred_element_type=jnp.float32)
+        if mask is not None:
+            w = jnp.where(mask, w, jnp.float32(-1e9))
+        p = jax.nn.softmax(w, axis=-1).astype(v.dtype)
+        a = jnp.einsum("nhqk,nhkd->nqhd", p, v, preferred_element_type=accumulate)
+        return merge_heads(a).astype(v.dtype)
+
+    return jax.lax.platform_dependent(q, k, v, tpu=on_tpu, default=default)
+
+
 def attend_step(attn_func: int, layer: Dict[str, jax.Array], q: jax.Array, t: jax.Array,
                 config: TransformerConfig, rep: Optional[jax.Array] = None) -> jax.Array:
     """Attention output (N, 1, S), before c_proj, of the query q (N, 1, S) at position t.
@@ -368,4 +408,6 @@ def attend_step(attn_func: int, layer: Dict[str, jax.Array], q: jax.Array, t: ja
         (k, v), mask = read(), jnp.arange(c.prime_attn_len) <= t
     else:
         raise ValueError(f"attn_func {attn_func!r} is not one of the attention types 0-7")
+    if attn_func in HEADS_MAJOR:
+        return attend_one_heads_major(q, k, v, mask)
     return attend_one(q, k, v, mask, n_head=c.heads)
