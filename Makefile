@@ -10,7 +10,8 @@ ARTIST ?= johann_sebastian_bach
 GENRE ?= chorale
 LYRICS ?= Ach Gott, vom Himmel sieh darein, und lass dich des erbarmen
 SECONDS ?= 8
-TEMPERATURE ?= 0.98
+# per level, level 0 first (one value: every level); see the README's "What make sample's defaults trade"
+TEMPERATURE ?= 0.7,0.7,0.8
 SEED ?= 0
 SAMPLES ?= 2
 OUT ?= samples/$(shell date +%Y%m%d-%H%M%S)

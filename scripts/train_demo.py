@@ -203,6 +203,7 @@ def _run(args) -> int:
         shutil.rmtree(out)
     for component, config_name in STAGES:
         config, variables, _ = load_variables(str(runs / component))
+        config.train.init_from = ""     # a path on the training machine; the card records where it started
         if component != "vqvae":
             config.vqvae_checkpoint = ""
             config.data.codes_dir = ""
