@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import pathlib
+import shutil
 import sys
 import time
 
@@ -107,7 +108,12 @@ def matched_noise(src: pathlib.Path, dst: pathlib.Path, seed: int = 0) -> pathli
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", required=True, help="folder of sampled wavs (searched recursively)")
+    p.add_argument("--samples", action="append", required=True,
+                   help="folder of sampled wavs (searched recursively); repeat it to compare several sets")
+    p.add_argument("--label", action="append", default=[],
+                   help="what each --samples set is, for the table (one per --samples)")
+    p.add_argument("--checkpoint_note", default="",
+                   help="which model the features come from, for the report (default: --checkpoint's path)")
     p.add_argument("--work", required=True, help="working folder (renders, embeddings, fad.md)")
     p.add_argument("--checkpoint", default=str(ROOT / "models" / "demo"))
     p.add_argument("--data", default="", help="the built demo dataset (make_demo_dataset.py --out): its test "
@@ -121,6 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--update_card", metavar="MODEL", help="store the table in MODEL/training.json and rewrite "
                                                           "MODEL/MODEL_CARD.md (e.g. models/demo)")
     args = p.parse_args(argv)
+    if args.label and len(args.label) != len(args.samples):
+        p.error(f"--label: {len(args.label)} labels for {len(args.samples)} --samples folders; give one per folder")
 
     from jukejax.embed import Embedder
     from jukejax.embed.run import EmbedConfig, run
@@ -140,14 +148,19 @@ def main(argv=None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         for f in group:
             (folder / f.name).write_bytes(f.read_bytes())
-    samples = work / "samples"
-    samples.mkdir(parents=True, exist_ok=True)
-    for i, wav in enumerate(sorted(pathlib.Path(args.samples).rglob("*.wav"))):
-        (samples / f"{i:02d}_{wav.name}").write_bytes(wav.read_bytes())
+    sets = []
+    for k, source_dir in enumerate(args.samples):
+        samples = work / f"samples_{k}"
+        shutil.rmtree(samples, ignore_errors=True)
+        shutil.rmtree(work / "features" / f"samples_{k}", ignore_errors=True)
+        samples.mkdir(parents=True)
+        for i, wav in enumerate(sorted(pathlib.Path(source_dir).rglob("*.wav"))):
+            (samples / f"{i:02d}_{wav.name}").write_bytes(wav.read_bytes())
+        sets.append((f"samples_{k}", samples))
     noise = matched_noise(held, work / "noise")
     rows, files_of = {}, {}
     for name, folder in (("held_out", held), ("held_out_a", work / "held_out_a"), ("held_out_b", work / "held_out_b"),
-                         ("samples", samples), ("noise", noise)):
+                         *sets, ("noise", noise)):
         out = work / "features" / name
         run(EmbedConfig(checkpoint=args.checkpoint, out=str(out), audio_dir=str(folder), layers=(args.layer,),
                         preset="frames", fps=args.fps, progress=False), embedder)
@@ -155,8 +168,10 @@ def main(argv=None) -> int:
         files_of[name] = info["row_file"]
     seconds = {k: v.shape[0] / args.fps for k, v in rows.items()}
     results = []
+    labels = args.label or [""] * len(sets)
     for label, a, b in (("held-out half A vs half B (floor)", "held_out_a", "held_out_b"),
-                        ("samples vs held-out", "samples", "held_out"),
+                        *((f"samples{' (' + text + ')' if text else ''} vs held-out", name, "held_out")
+                          for text, (name, _) in zip(labels, sets)),
                         ("spectrally matched noise vs held-out (ceiling)", "noise", "held_out")):
         x, y = rows[b], rows[a]
         by_file = dict(n_resamples=args.n_bootstrap, groups_x=files_of[b], groups_y=files_of[a])
@@ -170,9 +185,12 @@ def main(argv=None) -> int:
               else f"rendered: {len(done['rendered'])} of 13"
               + (f" (not rendered: {', '.join(done['missing'])})" if done["missing"] else ""))
     note = (f"Held-out songs {source}. "
-            f"Top prior layer {args.layer} of {embedder.info.depth}, frames preset at {args.fps:g} frames/s; "
+            f"Features: top prior layer {args.layer} of {embedder.info.depth} of "
+            f"{args.checkpoint_note or args.checkpoint}, frames preset at {args.fps:g} frames/s; "
             f"audio: held-out {seconds['held_out']:.0f} s ({len(files)} songs, cut to {args.max_seconds:g} s), "
-            f"samples {seconds['samples']:.0f} s{' (' + args.samples_note + ')' if args.samples_note else ''}, noise {seconds['noise']:.0f} s; {args.n_bootstrap} bootstrap "
+            f"samples {', '.join(f'{seconds[name]:.0f} s' for name, _ in sets)}"
+            f"{' (' + args.samples_note + ')' if args.samples_note else ''}, noise {seconds['noise']:.0f} s; "
+            f"{args.n_bootstrap} bootstrap "
             f"resamples of whole files; preparing the held-out songs took {done['seconds']:.0f} s, embedding and metrics "
             f"{time.time() - t0 - t_render:.0f} s on the loaded 2-core machine.")
     (work / "fad.md").write_text(table + "\n\n" + note + "\n")
