@@ -10,3 +10,26 @@ import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", str(ROOT / ".jax_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """A CLI run in-process (`logging.basicConfig(force=True)` in `python -m jukejax.data`'s main) puts a
+    handler on the root logger that writes to the stream pytest had captured for that test; once the stream is
+    closed, any later warning prints a "Logging error" traceback into another test's captured stderr. Each test
+    gets the root logger's handlers and level back as they were."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
