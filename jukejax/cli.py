@@ -7,7 +7,9 @@ traceback for user errors too (absl entry points: the shared flag below; argpars
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
@@ -35,9 +37,33 @@ def print_error(error: BaseException) -> int:
     return 2
 
 
+def cpu_only_machine(tpu_chips: Callable[[], int], gpu_visible: Callable[[], bool]) -> bool:
+    """No TPU chip on the PCI bus and no NVIDIA or AMD GPU device node."""
+    return tpu_chips() == 0 and not gpu_visible()
+
+
+def skip_absent_tpu() -> None:
+    """Run on the CPU directly where libtpu is installed (the `tpu` extra, which the tests' AOT compiles use) but
+    the machine has no accelerator and JAX_PLATFORMS is unset. Otherwise jax starts libtpu to look for chips,
+    and libtpu prints several lines of errors about TPU worker hostnames before jax falls back to the CPU. It
+    changes nothing where JAX_PLATFORMS is set or any TPU chip or GPU is visible, and compiling for a TPU
+    topology (`--compile_for`) loads libtpu's compiler on its own."""
+    if os.environ.get("JAX_PLATFORMS") or importlib.util.find_spec("libtpu") is None:
+        return
+    import jax
+    from jax._src import hardware_utils
+    if jax.config.jax_platforms:
+        return
+    gpu = lambda: hardware_utils.has_visible_nvidia_gpu() or os.path.exists("/dev/kfd")  # noqa: E731
+    if cpu_only_machine(lambda: hardware_utils.num_available_tpu_chips_and_device_id()[0], gpu):
+        jax.config.update("jax_platforms", "cpu")
+
+
 def run_reporting_user_errors(body: Callable[[], int], traceback: bool = False) -> int:
     """`body()`'s exit status; a user error or OSError is printed as one line and gives 2 (re-raised with its
-    traceback when `traceback`). Anything else propagates: a bug must show where it happened."""
+    traceback when `traceback`). Anything else propagates: a bug must show where it happened. Every entry
+    point runs through here, so a CPU-only machine skips the TPU probe first (`skip_absent_tpu`)."""
+    skip_absent_tpu()
     try:
         return body()
     except USER_ERRORS as e:

@@ -1,5 +1,6 @@
 """How the command-line entry points report errors: a user error (jukejax.errors.UserError) or OSError is one
 line and exit status 2; anything else is a bug and keeps its traceback; `--traceback` shows it for user errors."""
+import os
 import pathlib
 import subprocess
 import sys
@@ -112,3 +113,31 @@ def test_convert_names_the_file_once_and_an_out_it_cannot_create(tmp_path, capsy
                               "--out", str(weights / "sub")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: --out {weights / 'sub'}: cannot be created (Not a directory)\n", err
+
+
+def test_cpu_only_machine_needs_no_tpu_and_no_gpu():
+    assert cli.cpu_only_machine(lambda: 0, lambda: False)
+    assert not cli.cpu_only_machine(lambda: 4, lambda: False)
+    assert not cli.cpu_only_machine(lambda: 0, lambda: True)
+
+
+_PLATFORM_OF_A_CLI_RUN = """
+import jax
+from jukejax.cli import run_reporting_user_errors
+run_reporting_user_errors(lambda: print(jax.default_backend()) or 0)
+"""
+
+
+def test_a_cli_on_a_cpu_machine_with_libtpu_installed_prints_no_tpu_probe_errors():
+    import importlib.util
+    from jax._src import hardware_utils
+    if importlib.util.find_spec("libtpu") is None:
+        pytest.skip("libtpu is not installed: jax does not probe for TPUs")
+    if hardware_utils.num_available_tpu_chips_and_device_id()[0] or hardware_utils.has_visible_nvidia_gpu():
+        pytest.skip("this machine has an accelerator")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    run = subprocess.run([sys.executable, "-c", _PLATFORM_OF_A_CLI_RUN], cwd=str(ROOT), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "cpu"
+    assert "TPU" not in run.stderr and "E0000" not in run.stderr, run.stderr
