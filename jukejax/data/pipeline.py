@@ -13,7 +13,7 @@ processes take interleaved positions. A Grain iterator over it restores exactly 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import grain
 import numpy as np
@@ -198,36 +198,57 @@ def make_pipeline(source, *, sample_length: int, batch_size: int, seed: int, aug
 
     `iterator.get_state()` / `set_state()` (or Grain's checkpoint handler) resume exactly.
     """
-    if shard_index is None or shard_count is None:
-        import jax  # the default shard is this JAX process; imported late to keep reading jax-free
-        shard_index = jax.process_index() if shard_index is None else shard_index
-        shard_count = jax.process_count() if shard_count is None else shard_count
-    for name, value in (("sample_length", sample_length), ("batch_size", batch_size),
-                        ("shard_count", shard_count), ("max_bow_genre_size", max_bow_genre_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ConfigError(f"data.{name} is {value!r}; expected a positive integer")
-    if not 0 <= shard_index < shard_count:
-        raise ConfigError(f"shard_index {shard_index} must lie in [0, shard_count={shard_count})")
-    if batch_size % shard_count:
-        raise ConfigError(f"data.batch_size {batch_size} is not divisible by the {shard_count} processes")
-    if num_epochs is not None and num_epochs <= 0:
-        raise ConfigError(f"data.num_epochs is {num_epochs}; expected a positive integer or None")
-    if not 0 <= seed < 2**32:
-        raise ConfigError(f"data.seed is {seed}; expected an integer in [0, 2**32)")
-
+    shard_index, shard_count = check_stream(batch_size=batch_size, seed=seed, shard_index=shard_index,
+                                            shard_count=shard_count, num_epochs=num_epochs, prefix="data.",
+                                            sample_length=sample_length, max_bow_genre_size=max_bow_genre_size)
     index = build_song_index(window_table(source), sample_length, getattr(source, "sample_rate", None))
     num_items = index.total // sample_length
     shuffle_seed, map_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
 
-    ds = grain.MapDataset.range(num_items).shuffle(seed=shuffle_seed).repeat(num_epochs)
+    loader = ChunkLoader(source, index, sample_length=sample_length, aug_shift=aug_shift,
+                         aug_blend=aug_blend, mono=mono, max_bow_genre_size=max_bow_genre_size)
+    return sharded_batches(grain.MapDataset.range(num_items).shuffle(seed=shuffle_seed), loader, map_seed=map_seed,
+                           batch_size=batch_size, shard_index=shard_index, shard_count=shard_count,
+                           num_epochs=num_epochs, items=f"{num_items} chunk(s) of {sample_length} samples",
+                           num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size,
+                           worker_count=worker_count)
+
+
+def check_stream(*, batch_size: int, seed: int, shard_index: Optional[int], shard_count: Optional[int],
+                 num_epochs: Optional[int], prefix: str = "", **positive: int) -> Tuple[int, int]:
+    """Checks a pipeline's stream arguments (`batch_size`, `shard_count` and each of `positive` positive
+    integers; the shard in range and dividing the batch; `num_epochs` positive or None; a 32-bit seed),
+    naming them with `prefix`. Returns (shard_index, shard_count), by default this JAX process's."""
+    if shard_index is None or shard_count is None:
+        import jax  # the default shard is this JAX process; imported late to keep reading jax-free
+        shard_index = jax.process_index() if shard_index is None else shard_index
+        shard_count = jax.process_count() if shard_count is None else shard_count
+    for name, value in (*positive.items(), ("batch_size", batch_size), ("shard_count", shard_count)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ConfigError(f"{prefix}{name} is {value!r}; expected a positive integer")
+    if not 0 <= shard_index < shard_count:
+        raise ConfigError(f"shard_index {shard_index} must lie in [0, shard_count={shard_count})")
+    if batch_size % shard_count:
+        raise ConfigError(f"{prefix}batch_size {batch_size} is not divisible by the {shard_count} processes")
+    if num_epochs is not None and num_epochs <= 0:
+        raise ConfigError(f"{prefix}num_epochs is {num_epochs}; expected a positive integer or None")
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"{prefix}seed is {seed}; expected an integer in [0, 2**32)")
+    return int(shard_index), int(shard_count)
+
+
+def sharded_batches(items_ds: grain.MapDataset, loader, *, map_seed: int, batch_size: int, shard_index: int,
+                    shard_count: int, num_epochs: Optional[int], items: str, num_threads: int,
+                    prefetch_buffer_size: int, worker_count: int) -> grain.DatasetIterator:
+    """The Grain iterator of this shard's batches: `items_ds` (one epoch of item ids, `items` describing them
+    for errors) repeated `num_epochs` times (None: forever) and cut to whole global batches, each position
+    mapped by `loader(item, rng)`, positions `shard_index::shard_count`, batches of `batch_size // shard_count`."""
+    ds = items_ds.repeat(num_epochs)
     if num_epochs is not None:
         usable = len(ds) // batch_size * batch_size
         if usable == 0:
-            raise DatasetError(f"{num_items} chunk(s) of {sample_length} samples x {num_epochs} epoch(s) "
-                               f"do not fill one batch of {batch_size}")
+            raise DatasetError(f"{items} x {num_epochs} epoch(s) do not fill one batch of {batch_size}")
         ds = ds[:usable]
-    loader = ChunkLoader(source, index, sample_length=sample_length, aug_shift=aug_shift,
-                         aug_blend=aug_blend, mono=mono, max_bow_genre_size=max_bow_genre_size)
     # Randomness is keyed by the position in the global stream, before sharding, so a position yields
     # the same example whatever the number of processes.
     ds = ds.random_map(loader, seed=map_seed)

@@ -12,7 +12,7 @@ import numpy as np
 from jukejax.config import ConfigError
 from jukejax.data.builder import DatasetError
 from jukejax.data.codes.builder import CodesSource, codes_key, text
-from jukejax.data.pipeline import stack_examples
+from jukejax.data.pipeline import check_stream, sharded_batches, stack_examples
 
 PRIOR_BATCH_FIELDS = ("z", "z_cond", "y", "song_id", "start")
 
@@ -131,12 +131,6 @@ class WindowLoader:
         return example
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"{name} is {value!r}; expected a positive integer")
-    return int(value)
-
-
 def make_prior_pipeline(codes_source: CodesSource, *, level: int, n_ctx: int, batch_size: int, seed: int,
                         hop_lengths: Optional[Sequence[int]] = None, cond_length: Optional[int] = None,
                         labels: bool = True, max_bow_genre_size: int = 1, n_tokens: int = 0,
@@ -173,22 +167,9 @@ def make_prior_pipeline(codes_source: CodesSource, *, level: int, n_ctx: int, ba
     global batch; `iterator.get_state()` / `set_state()` restore the exact stream. An epoch
     (`num_epochs`) is `min(windows, codes // n_ctx)` draws.
     """
-    if shard_index is None or shard_count is None:
-        import jax  # the default shard is this JAX process; imported late to keep reading jax-free
-        shard_index = jax.process_index() if shard_index is None else shard_index
-        shard_count = jax.process_count() if shard_count is None else shard_count
-    n_ctx = _positive_int("n_ctx", n_ctx)
-    batch_size = _positive_int("batch_size", batch_size)
-    shard_count = _positive_int("shard_count", shard_count)
-    max_bow_genre_size = _positive_int("max_bow_genre_size", max_bow_genre_size)
-    if not 0 <= shard_index < shard_count:
-        raise ConfigError(f"shard_index {shard_index} must lie in [0, shard_count={shard_count})")
-    if batch_size % shard_count:
-        raise ConfigError(f"batch_size {batch_size} is not divisible by the {shard_count} processes")
-    if num_epochs is not None and num_epochs <= 0:
-        raise ConfigError(f"num_epochs is {num_epochs}; expected a positive integer or None")
-    if not 0 <= seed < 2**32:
-        raise ConfigError(f"seed is {seed}; expected an integer in [0, 2**32)")
+    shard_index, shard_count = check_stream(batch_size=batch_size, seed=seed, shard_index=shard_index,
+                                            shard_count=shard_count, num_epochs=num_epochs, n_ctx=n_ctx,
+                                            max_bow_genre_size=max_bow_genre_size)
     if isinstance(n_tokens, bool) or n_tokens < 0 or n_tokens % 2:
         raise ConfigError(f"n_tokens is {n_tokens!r}; expected an even integer >= 0")
     hops = tuple(codes_source.hop_lengths)
@@ -225,25 +206,11 @@ def make_prior_pipeline(codes_source: CodesSource, *, level: int, n_ctx: int, ba
                                hop_length=hops[level])
     num_items = max(1, min(index.total, int(index.lengths.sum()) // n_ctx))
     map_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
-    ds = grain.MapDataset.range(num_items).repeat(num_epochs)
-    if num_epochs is not None:
-        usable = len(ds) // batch_size * batch_size
-        if usable == 0:
-            raise DatasetError(f"{num_items} window(s) of {n_ctx} tokens x {num_epochs} epoch(s) do not fill one "
-                               f"batch of {batch_size}")
-        ds = ds[:usable]
     loader = WindowLoader(codes_source, index, level=level, n_ctx=n_ctx, hop_length=hops[level],
                           cond_level=cond_level, cond_length=cond_length, labels=labels,
                           max_bow_genre_size=max_bow_genre_size, n_tokens=int(n_tokens), labels_v3=labels_v3,
                           lyric_tokens=lyric_tokens, lyric_window=lyric_window)
-    # Randomness is keyed by the position in the global stream, before sharding (see make_pipeline).
-    ds = ds.random_map(loader, seed=map_seed)
-    ds = ds[shard_index::shard_count]
-    ds = ds.batch(batch_size // shard_count, drop_remainder=True, batch_fn=stack_examples)
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
-    if worker_count > 0:
-        from absl import flags
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-    return iter(it_ds)
+    return sharded_batches(grain.MapDataset.range(num_items), loader, map_seed=map_seed, batch_size=batch_size,
+                           shard_index=shard_index, shard_count=shard_count, num_epochs=num_epochs,
+                           items=f"{num_items} window(s) of {n_ctx} tokens", num_threads=num_threads,
+                           prefetch_buffer_size=prefetch_buffer_size, worker_count=worker_count)
