@@ -637,7 +637,7 @@ def _define_flags() -> None:
     flags.DEFINE_bool("decode_scan", False, "with --sample: decode repeated layer units as one scan each "
                                             "(sample.py --decode_scan): a faster compile, a slower step")
     flags.DEFINE_string("dtype", "", "prior compute dtype, e.g. bfloat16 ('' = the config's)")
-    flags.DEFINE_bool("scan", False, "scan the prior's layers over the attention pattern's period (training)")
+    flags.DEFINE_bool("scan", False, "scan the prior's repeated units of layers, one nn.scan each (training)")
     flags.DEFINE_bool("json", False, "print one JSON object")
     flags.DEFINE_string("hlo_dir", "", "write each compiled module's optimised HLO text here")
 

@@ -43,8 +43,10 @@ def truncated_config(config: PriorConfig, depth: int) -> PriorConfig:
     """The prior cut to its first `depth` layers (original `make_prior` with `prior_depth=depth`), unscanned and
     without rematerialisation (there is no backward pass)."""
     transformer = dataclasses.replace(config.transformer, depth=depth, scan=False, remat=False)
-    hps = dataclasses.replace(config.hps, prior_depth=depth, scan=False, c_res=0, alignment_layer=None)
-    return dataclasses.replace(config, hps=hps, transformer=transformer)
+    hps = dataclasses.replace(config.hps, prior_depth=depth, scan=False, c_res=0, prime_c_res=0,
+                              alignment_layer=None)
+    lyric_encoder = config.lyric_encoder and dataclasses.replace(config.lyric_encoder, scan=False, remat=False)
+    return dataclasses.replace(config, hps=hps, transformer=transformer, lyric_encoder=lyric_encoder)
 
 
 class PriorActivations(Prior):
@@ -100,7 +102,9 @@ def load_truncated_params(workdir: pathlib.Path, full: PriorConfig, config: Prio
         raise CheckpointError(f"{state_dir}: cannot read the checkpoint's metadata ({type(e).__name__})") from None
     key = "ema_params" if metadata.get("ema_params") is not None else "params"
     stored = metadata[key]
-    scanned = "_attn_period" in stored.get("prior", {}).get("transformer", {})
+    # Layer-scanned stacks (`_attn_scan_*`, or the earlier `_attn_period`) are read whole, then cut per layer.
+    scanned = [head for head in ("prior", "prime_prior")
+               if any(not name.startswith("_attn_mods_") for name in stored.get(head, {}).get("transformer", {}))]
     replicated = NamedSharding(mesh, P())
     flat_want = {_path_keys(p): (leaf, s) for (p, leaf), s in zip(
         jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(shardings))
@@ -108,7 +112,7 @@ def load_truncated_params(workdir: pathlib.Path, full: PriorConfig, config: Prio
 
     def target(path, meta):
         keys = _path_keys(path)
-        if scanned and keys[:3] == ("prior", "transformer", "_attn_period"):
+        if keys[0] in scanned and keys[1] == "transformer" and not keys[2].startswith("_attn_mods_"):
             return jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=replicated)
         if keys not in flat_want:
             return None
@@ -131,13 +135,14 @@ def load_truncated_params(workdir: pathlib.Path, full: PriorConfig, config: Prio
         raise CheckpointError(f"{state_dir}: cannot be restored ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
     params = dict(restored[key])
-    if scanned:
-        layers = unstack_layers(params["prior"]["transformer"], full.transformer)
-        params["prior"] = dict(params["prior"])
-        params["prior"]["transformer"] = {
+    for head in scanned:
+        layers = unstack_layers(params[head]["transformer"])
+        keep = depth if head == "prior" else len(layers)
+        params[head] = dict(params[head])
+        params[head]["transformer"] = {
             f"_attn_mods_{d}": jax.tree.map(lambda a, s: jax.device_put(a, s), layers[f"_attn_mods_{d}"],
-                                            _subtree(shardings, ("prior", "transformer", f"_attn_mods_{d}")))
-            for d in range(depth)}
+                                            _subtree(shardings, (head, "transformer", f"_attn_mods_{d}")))
+            for d in range(keep)}
     missing = [k for k in flat_want if _get(params, k) is None]
     if missing:
         raise CheckpointError(f"{workdir}: the checkpoint has no param {'/'.join(missing[0])}")

@@ -5,13 +5,13 @@ from jukejax.prior.attention import (ATTN_NAMES, CROSS, DENSE, BLOCK, PREV_BLOCK
 from jukejax.prior.autoregressive import (ConditionalAutoregressive, bits_per_token, get_sep_loss,
                                           load_torch_autoregressive)
 from jukejax.prior.config import AutoregressiveConfig, TransformerConfig
-from jukejax.prior.transformer import (MLP, FactoredAttention, ResAttnBlock, Transformer, stack_layers,
-                                       unstack_layers)
+from jukejax.prior.transformer import (MLP, FactoredAttention, LayerGroup, ResAttnBlock, Transformer, layer_groups,
+                                       relayout, stack_layers, unstack_layers)
 
 __all__ = [
     "ATTN_NAMES", "DENSE", "BLOCK", "TRANSPOSE_BLOCK", "PREV_BLOCK", "SUMMARY", "SUMMARY_SPREAD", "CROSS",
     "PRIME", "attend", "attention_pattern", "factored_attention", "order_period", "ConditionalAutoregressive",
     "bits_per_token", "get_sep_loss", "load_torch_autoregressive", "AutoregressiveConfig",
-    "TransformerConfig", "MLP", "FactoredAttention", "ResAttnBlock", "Transformer", "stack_layers",
-    "unstack_layers",
+    "TransformerConfig", "MLP", "FactoredAttention", "ResAttnBlock", "Transformer", "LayerGroup", "layer_groups",
+    "relayout", "stack_layers", "unstack_layers",
 ]

@@ -51,7 +51,7 @@ class TransformerConfig:
     prime_len: Optional[int] = None  # lyric prefix length of the single enc-dec model (type 7, sep loss)
     dtype: str = "float32"          # compute dtype; params stay fp32, LayerNorm and softmax run in fp32
     remat: bool = False             # rematerialise each block in the backward pass (original checkpoint_res=1)
-    scan: bool = False              # nn.scan over repeats of the attention pattern's period
+    scan: bool = False              # one nn.scan per repeated unit of attention types (`transformer.layer_groups`)
 
     def __post_init__(self):
         for name in ("n_ctx", "width", "depth", "heads"):
@@ -97,9 +97,6 @@ class TransformerConfig:
                                   f"{self.prime_attn_len} longer than n_ctx {self.n_ctx}")
         if self.prime_len is not None and not 0 < self.prime_len < self.n_ctx:
             raise ConfigError(f"prior.prime_len {self.prime_len} must lie in (0, n_ctx={self.n_ctx})")
-        if self.scan and self.depth % self.period:
-            raise ConfigError(f"prior.scan needs depth {self.depth} to be a multiple of the attention pattern's "
-                              f"period {self.period} (attn_order {self.attn_order})")
 
     @property
     def n_state(self) -> int:
@@ -132,7 +129,7 @@ class TransformerConfig:
 
     @property
     def period(self) -> int:
-        """Period of the attn_order's layer types (the unit `scan` repeats)."""
+        """Period of the attn_order's layer types."""
         return order_period(self.attn_order)
 
     @property

@@ -82,7 +82,7 @@ class PriorHParams:
     alignment_layer: Optional[int] = None
     alignment_head: Optional[int] = None
     dtype: str = "float32"        # compute dtype (bfloat16 for mixed precision); params stay fp32
-    scan: bool = False            # nn.scan over layers (order-2 models only)
+    scan: bool = False            # nn.scan over repeated units of layers (the prior and its lyric encoder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +188,7 @@ def prior_config(config) -> PriorConfig:
                 heads=hps.prime_heads, attn_order=hps.prime_attn_order, blocks=hps.prime_blocks,
                 m_attn=hps.prime_m_attn, m_mlp=hps.prime_m_mlp, init_scale=hps.prime_init_scale,
                 zero_out=hps.prime_zero_out, res_scale=hps.prime_res_scale, remat=hps.prime_c_res > 0,
-                dtype=hps.dtype, only_encode=True)
+                dtype=hps.dtype, scan=hps.scan, only_encode=True)
     check_alignment(hps)
     return PriorConfig(hps=hps, vqvae=vq, transformer=transformer, labels=labels, upsampler=upsampler,
                        lyric_encoder=lyric_encoder)

@@ -129,8 +129,10 @@ def original_key_shapes(config: PriorConfig) -> Tuple[Dict[str, Tuple[int, ...]]
     """(required, optional): original `SimplePrior` key -> torch shape of every tensor `load_torch_prior` reads,
     and the keys a checkpoint may hold or not (`prior.x_out.weight` when tied to x_emb, which the original
     lists in its state dict and HF's safetensors drop). Conditioner resnet blocks are named `blocks.{d}`."""
-    if config.transformer.scan:       # the table is per layer; the loader stacks scanned layers itself
-        config = dataclasses.replace(config, transformer=dataclasses.replace(config.transformer, scan=False))
+    if config.hps.scan:       # the table is per layer; the loader stacks scanned layers itself
+        unscanned = {name: dataclasses.replace(getattr(config, name), scan=False)
+                     for name in ("transformer", "lyric_encoder") if getattr(config, name) is not None}
+        config = dataclasses.replace(config, hps=dataclasses.replace(config.hps, scan=False), **unscanned)
     flat = traverse_util.flatten_dict(nn.unbox(abstract_params(config)))
     conditioner_tables = {}
     if config.labels is not None:

@@ -9,12 +9,19 @@ Parameter tree (unscanned) vs the original state dict, a pure rename (`.w` -> `k
     _attn_mods_{d}/mlp/c_proj/{kernel,bias}     <- _attn_mods.{d}.mlp.c_proj.{w,b}
     _attn_mods_{d}/ln_{0,1}/{scale,bias}        <- _attn_mods.{d}.ln_{0,1}.{weight,bias}
 
-With `scan`, the layers are grouped by the period P of the attention pattern: `_attn_period/_attn_mods_{j}/...`
-holds layers d = r*P + j stacked on a leading "layers" axis (`stack_layers` / `unstack_layers` convert).
+With `scan`, the layers are grouped (`layer_groups`): a run of `reps` > 1 repeats of a short unit of attention
+types starting at layer s is one `nn.scan`, its params `_attn_scan_{s}/_attn_mods_{j}/...` holding layers
+d = s + r * len(unit) + j (r < reps) stacked on a leading "layers" axis; every other layer keeps its
+`_attn_mods_{d}/...` as above. The decoder's scanned caches use the same groups and names. `stack_layers` /
+`unstack_layers` / `restack_like` convert between the layouts; `unstack_layers` also reads the earlier
+scanned layout `_attn_period/_attn_mods_{j}/...` (layers d = r * P + j for the pattern's period P), which only
+existed for depths P divides.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+import functools
+import re
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -213,15 +220,64 @@ class ResAttnBlock(nn.Module):
         return self.residual(x, self.attn.project_out(a))
 
 
-class _PeriodBlock(nn.Module):
-    """One period of the attention pattern, the body of the layer scan: (x, encoder_kv) -> (x, None)."""
+def layer_name(d: int) -> str:
+    return f"_attn_mods_{d}"
+
+
+class LayerGroup(NamedTuple):
+    """Layers start + r * len(funcs) + j (r < reps, j < len(funcs)) have attention type funcs[j]; reps 1
+    is one unrolled layer."""
+    start: int
+    funcs: Tuple[int, ...]
+    reps: int
+
+    @property
+    def name(self) -> str:
+        return layer_name(self.start) if self.reps == 1 else f"_attn_scan_{self.start}"
+
+    @property
+    def scanned(self) -> bool:
+        return self.reps > 1
+
+
+@functools.lru_cache(maxsize=None)
+def _groups(funcs: Tuple[int, ...]) -> Tuple[LayerGroup, ...]:
+    # Fewest layer bodies for the compiler to see: a scanned group costs its unit's length plus one (the
+    # loop), an unrolled layer one. Dynamic programming over where the next group starts.
+    n = len(funcs)
+    best = [(0, ())] * (n + 1)
+    for i in reversed(range(n)):
+        options = [(best[i + 1][0] + 1, (LayerGroup(i, (funcs[i],), 1),) + best[i + 1][1])]
+        for u in range(1, (n - i) // 2 + 1):
+            unit, reps = funcs[i:i + u], 1
+            while funcs[i + reps * u:i + (reps + 1) * u] == unit:
+                reps += 1
+                cost, rest = best[i + reps * u]
+                options.append((cost + u + 1, (LayerGroup(i, unit, reps),) + rest))
+        best[i] = min(options, key=lambda o: (o[0], len(o[1])))
+    return best[0][1]
+
+
+def layer_groups(config: TransformerConfig, scan: bool = False) -> Tuple[LayerGroup, ...]:
+    """How the stack runs its layers: every layer on its own, or with scan=True repeated units scanned (fewest
+    layer bodies to compile) and the rest one by one. Released orders: the upsamplers and 5b (order 2, 72
+    layers) are one unit of 3 x 24; 1b_lyrics (order 12, 72) 21 layer bodies in 11 groups; 5b_lyrics (order
+    10, 79) a unit of 3 x 3 and one of 10 x 7; its lyric encoder (order 2, 18) a unit of 3 x 6."""
+    funcs = tuple(config.attn_funcs)
+    if not scan:
+        return tuple(LayerGroup(d, (f,), 1) for d, f in enumerate(funcs))
+    return _groups(funcs)
+
+
+class _UnitBlock(nn.Module):
+    """One repeat of a group's unit of attention types, the body of its layer scan: (x, encoder_kv) -> (x, None)."""
     config: TransformerConfig
     attn_funcs: Tuple[int, ...]
 
     @nn.compact
     def __call__(self, x, encoder_kv):
         for j, f in enumerate(self.attn_funcs):
-            x = ResAttnBlock(self.config, f, name=f"_attn_mods_{j}")(x, encoder_kv if f == CROSS else None)
+            x = ResAttnBlock(self.config, f, name=layer_name(j))(x, encoder_kv if f == CROSS else None)
             x = constrain_activations(x)
         return x, None
 
@@ -240,37 +296,159 @@ class Transformer(nn.Module):
         if CROSS not in funcs:
             encoder_kv = None  # the original asserts None for non-cross layers; unused inputs are dropped
         x = x.astype(c.compute_dtype)
-        if c.scan:
-            period = c.period
-            body = nn.remat(_PeriodBlock, prevent_cse=False) if c.remat else _PeriodBlock
-            scanned = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True},
-                              in_axes=(nn.broadcast,), length=c.depth // period,
-                              metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = scanned(c, tuple(funcs[:period]), name="_attn_period")(x, encoder_kv)
-        else:
-            block = nn.remat(ResAttnBlock) if c.remat else ResAttnBlock
-            for d, f in enumerate(funcs):
-                x = constrain_activations(block(c, f, name=f"_attn_mods_{d}")(x, encoder_kv if f == CROSS else None))
+        block = nn.remat(ResAttnBlock) if c.remat else ResAttnBlock
+        for g in layer_groups(c, c.scan):
+            if g.scanned:
+                body = nn.remat(_UnitBlock, prevent_cse=False) if c.remat else _UnitBlock
+                scanned = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True},
+                                  in_axes=(nn.broadcast,), length=g.reps,
+                                  metadata_params={nn.PARTITION_NAME: "layers"})
+                x, _ = scanned(c, g.funcs, name=g.name)(x, encoder_kv)
+            else:
+                f = g.funcs[0]
+                x = constrain_activations(block(c, f, name=g.name)(x, encoder_kv if f == CROSS else None))
         return x.astype(jnp.float32)  # original fp16_out=False
 
 
-def stack_layers(params: Dict[str, Any], config: TransformerConfig) -> Dict[str, Any]:
-    """Unscanned transformer params {_attn_mods_d: ...} -> the scanned layout {_attn_period: {_attn_mods_j}}."""
-    period, reps = config.period, config.depth // config.period
-    period_params = {}
-    for j in range(period):
-        layers = [params[f"_attn_mods_{r * period + j}"] for r in range(reps)]
-        period_params[f"_attn_mods_{j}"] = jax.tree.map(lambda *xs: np.stack([np.asarray(a) for a in xs]),
-                                                        *layers)
-    return {"_attn_period": period_params}
+# ------------------------------------------------------------------------------------------------------------
+# Param layouts: per layer {_attn_mods_d}, grouped for the scan {_attn_scan_s: {_attn_mods_j}, _attn_mods_d},
+# and the earlier period-scanned {_attn_period: {_attn_mods_j}}, read for checkpoints written with it.
+
+LEGACY_SCAN = "_attn_period"
+_SCAN_GROUP = re.compile(r"^_attn_scan_(\d+)$")
+_LAYER = re.compile(r"^_attn_mods_(\d+)$")
 
 
-def unstack_layers(params: Dict[str, Any], config: TransformerConfig) -> Dict[str, Any]:
-    """Inverse of `stack_layers`."""
-    period, reps = config.period, config.depth // config.period
+def _np_stack(xs):
+    return np.stack([np.asarray(a) for a in xs])
+
+
+def _row(a, r: int):
+    return a[r]
+
+
+def _leading(tree) -> int:
+    return jax.tree.leaves(tree)[0].shape[0]
+
+
+def is_layer_stack(tree: Any) -> bool:
+    """Whether `tree` is a transformer's layer params in any layout (a dict of `_attn_mods_*`, `_attn_scan_*`
+    or `_attn_period`)."""
+    return (hasattr(tree, "keys") and len(tree) > 0
+            and all(isinstance(k, str) and (_LAYER.match(k) or _SCAN_GROUP.match(k) or k == LEGACY_SCAN)
+                    for k in tree.keys()))
+
+
+def stack_depth(stack: Dict[str, Any]) -> int:
+    """Number of layers of a layer stack in any layout."""
+    return sum(len(ds) for name, entry in stack.items() for ds in _members(name, entry))
+
+
+def stack_layers(layers: Dict[str, Any], config: TransformerConfig,
+                 stack: Callable = _np_stack) -> Dict[str, Any]:
+    """Per-layer params {_attn_mods_d: ...} (or any layout `unstack_layers` reads) -> the scanned layout of
+    `layer_groups(config, scan=True)`; `stack(list of leaves)` makes one stacked leaf."""
+    layers = unstack_layers(layers)
     out = {}
-    for j in range(period):
-        stacked = params["_attn_period"][f"_attn_mods_{j}"]
-        for r in range(reps):
-            out[f"_attn_mods_{r * period + j}"] = jax.tree.map(lambda a: a[r], stacked)
+    for g in layer_groups(config, scan=True):
+        if not g.scanned:
+            out[g.name] = layers[g.name]
+            continue
+        unit = len(g.funcs)
+        out[g.name] = {layer_name(j): jax.tree.map(lambda *xs: stack(list(xs)),
+                                                   *[layers[layer_name(g.start + r * unit + j)] for r in range(g.reps)])
+                       for j in range(unit)}
     return out
+
+
+def _members(name: str, entry: Any) -> Tuple[Tuple[int, ...], ...]:
+    """The layers a stack entry holds: [j][r] = layer d of `entry[_attn_mods_j]` at repeat r (one layer, d, for
+    an unstacked `_attn_mods_d`)."""
+    if _LAYER.match(name):
+        return ((int(name[len("_attn_mods_"):]),),)
+    reps, unit = _leading(entry), len(entry)
+    if name == LEGACY_SCAN:
+        return tuple(tuple(r * unit + j for r in range(reps)) for j in range(unit))
+    start = int(_SCAN_GROUP.match(name).group(1))
+    return tuple(tuple(start + r * unit + j for r in range(reps)) for j in range(unit))
+
+
+def unstack_layers(params: Dict[str, Any], index: Callable = _row) -> Dict[str, Any]:
+    """Per-layer params {_attn_mods_d: ...} from any layout: as they are, scanned (`_attn_scan_s`), or the earlier
+    period-scanned `_attn_period`. The layout is read from the names and the stacked leaves' leading
+    dimension; `index(leaf, r)` takes repeat r of a stacked leaf."""
+    out = {}
+    for name, entry in params.items():
+        if _LAYER.match(name):
+            out[name] = entry
+            continue
+        for j, layers in enumerate(_members(name, entry)):
+            for r, d in enumerate(layers):
+                out[layer_name(d)] = jax.tree.map(lambda a, r=r: index(a, r), entry[layer_name(j)])
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0][len("_attn_mods_"):])))
+
+
+def restack_like(params: Dict[str, Any], like: Dict[str, Any], stack: Callable = _np_stack,
+                 index: Callable = _row) -> Dict[str, Any]:
+    """`params` (any layout) in the layout of `like` (a layer stack of any layout, e.g. of shapes)."""
+    layers = unstack_layers(params, index)
+    out = {}
+    for name, entry in like.items():
+        if _LAYER.match(name):
+            out[name] = layers[name]
+            continue
+        out[name] = {layer_name(j): jax.tree.map(lambda *xs: stack(list(xs)), *[layers[layer_name(d)] for d in ds])
+                     for j, ds in enumerate(_members(name, entry))}
+    return out
+
+
+def abstract_stack(xs) -> jax.ShapeDtypeStruct:
+    """`stack` for `restack_like`/`relayout` over shapes: the stacked leaf, placed as its layers were with the
+    new leading (repeats) axis whole."""
+    x, sharding = xs[0], getattr(xs[0], "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        sharding = None
+    else:
+        sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(None, *sharding.spec))
+    return jax.ShapeDtypeStruct((len(xs),) + tuple(x.shape), x.dtype, sharding=sharding)
+
+
+def abstract_index(x, r: int) -> jax.ShapeDtypeStruct:
+    """`index` for `restack_like`/`relayout` over shapes: one repeat of a stacked leaf."""
+    sharding = getattr(x, "sharding", None)
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        sharding = None
+    else:
+        sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[1:]))
+    return jax.ShapeDtypeStruct(tuple(x.shape[1:]), x.dtype, sharding=sharding)
+
+
+def layer_stacks(tree: Any) -> Dict[Tuple[str, ...], Any]:
+    """{path: layer stack} of every transformer layer stack in `tree`; a path's keys are strings, as a
+    checkpoint's metadata names them (dict keys, attribute names, sequence indices)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_layer_stack)[0]:
+        if is_layer_stack(leaf):
+            out[_path_names(path)] = leaf
+    return out
+
+
+def _path_names(path) -> Tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def relayout(tree: Any, like: Any, stack: Callable = _np_stack, index: Callable = _row) -> Any:
+    """`tree` (params, a train state, or a restore target of `jax.ShapeDtypeStruct`s with `abstract_stack` /
+    `abstract_index`) with each transformer layer stack in the layout its counterpart at the same path of
+    `like` (e.g. a checkpoint's metadata tree, any container types) has. Stacks that `like` lacks or holds in
+    the same layout, or with another number of layers, are kept; `tree` itself is returned when all are."""
+    saved_stacks = layer_stacks(like)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_layer_stack)
+    out, changed = [], False
+    for path, leaf in leaves:
+        like = saved_stacks.get(_path_names(path))
+        if (is_layer_stack(leaf) and like is not None and set(like) != set(leaf)
+                and stack_depth(like) == stack_depth(leaf)):
+            leaf, changed = restack_like(leaf, like, stack, index), True
+        out.append(leaf)
+    return treedef.unflatten(out) if changed else tree

@@ -32,19 +32,26 @@ samples both and is checked against the teacher-forced pass like every other typ
 Stale or never-written slots are harmless: every read is masked to positions <= t, which this window has
 written, so a cache can be reused for the next window without clearing it.
 
-With `scan=True`, layers are grouped for decoding (`layer_groups`): a run of `reps` repeats of a short unit of attention types
+With `scan=True`, layers are grouped for decoding as a layer-scanned prior trains
+(`jukejax.prior.transformer.layer_groups`): a run of `reps` repeats of a short unit of attention types
 (the upsamplers' row, column, previous row x 24; 1b_lyrics' five such triples between its prime and dense
 layers; 5b_lyrics' ten-layer unit with cross-attention x 7) is one `lax.scan` over the repeats, so the
 compiler sees the unit once instead of every layer. Such a group's caches are stacked on axis 1 (the batch
 stays axis 0, as every placement expects): `{"_attn_scan_{first layer}": {"_attn_mods_{j}": {"k", "v"}}}`
 with (N, reps, ...) arrays, layer first + r * len(unit) + j at [:, r]. A layer in no repeated unit keeps its
 own `{"_attn_mods_{d}": {"k", "v"}}`, as every layer does with `scan=False` (the default).
+
+Scanning trades step time for compile time, so it is not the default for decoding. The TPU compiler compiles
+the released upsampler's window 12x faster scanned (1b_lyrics' 3x), but estimates its token step at 5.4 ms
+instead of 2.7 ms (4.3 ms if none of the unrolled loop's weight prefetches overlapped its ops): in a loop over
+stacked layers it streams the weights inside the matmuls instead of prefetching them. On CPU the scanned loop
+is as fast for models 512 wide and more, but slower for small ones (the demo prior's shape: 8.7 k vs 14.4 k
+tokens/s at batch 4).
 """
 from __future__ import annotations
 
 import math
-import functools
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -53,65 +60,11 @@ import numpy as np
 from jukejax.prior.attention import (BLOCK, CROSS, DENSE, PREV_BLOCK, PRIME, SUMMARY, SUMMARY_SPREAD,
                                      TRANSPOSE_BLOCK, attend, merge_heads, split_heads)
 from jukejax.prior.config import TransformerConfig
+from jukejax.prior.transformer import LayerGroup, layer_groups, layer_name  # noqa: F401 - the grouping, shared
 
 HEADS_MAJOR = frozenset({DENSE, PRIME})  # caches stored (N, heads, slots, head_dim)
 
 Cache = Dict[str, Any]  # {"_attn_mods_{d}": {"k", "v"}} and {"_attn_scan_{d}": {"_attn_mods_{j}": {"k", "v"}}}
-
-
-def layer_name(d: int) -> str:
-    return f"_attn_mods_{d}"
-
-
-class LayerGroup(NamedTuple):
-    """Layers start + r * len(funcs) + j (r < reps, j < len(funcs)) have attention type funcs[j]; reps 1
-    is one unrolled layer."""
-    start: int
-    funcs: Tuple[int, ...]
-    reps: int
-
-    @property
-    def name(self) -> str:
-        return layer_name(self.start) if self.reps == 1 else f"_attn_scan_{self.start}"
-
-    @property
-    def scanned(self) -> bool:
-        return self.reps > 1
-
-
-@functools.lru_cache(maxsize=None)
-def _groups(funcs: Tuple[int, ...]) -> Tuple[LayerGroup, ...]:
-    # Fewest layer bodies for the compiler to see: a scanned group costs its unit's length plus one (the
-    # loop), an unrolled layer one. Dynamic programming over where the next group starts.
-    n = len(funcs)
-    best = [(0, ())] * (n + 1)
-    for i in reversed(range(n)):
-        options = [(best[i + 1][0] + 1, (LayerGroup(i, (funcs[i],), 1),) + best[i + 1][1])]
-        for u in range(1, (n - i) // 2 + 1):
-            unit, reps = funcs[i:i + u], 1
-            while funcs[i + reps * u:i + (reps + 1) * u] == unit:
-                reps += 1
-                cost, rest = best[i + reps * u]
-                options.append((cost + u + 1, (LayerGroup(i, unit, reps),) + rest))
-        best[i] = min(options, key=lambda o: (o[0], len(o[1])))
-    return best[0][1]
-
-
-def layer_groups(config: TransformerConfig, scan: bool = False) -> Tuple[LayerGroup, ...]:
-    """How decoding runs the layers: every layer on its own, or with scan=True repeated units scanned (fewest
-    layer bodies to compile) and the rest one by one. Released orders: the upsamplers and 5b (order 2, 72
-    layers) are one unit of 3 x 24; 1b_lyrics (order 12, 72) 21 layer bodies in 11 groups; 5b_lyrics (order
-    10, 79) a unit of 3 x 3 and one of 10 x 7.
-
-    Scanning trades step time for compile time, so it is not the default. The TPU compiler compiles the
-    released upsampler's window 12x faster scanned (1b_lyrics' 3x), but estimates its token step at 5.4 ms
-    instead of 2.7 ms (4.3 ms if none of the unrolled loop's weight prefetches overlapped its ops): in a loop
-    over stacked layers it streams the weights inside the matmuls instead of prefetching them. On CPU the scanned loop is as fast for models 512 wide and
-    more, but slower for small ones (the demo prior's shape: 8.7 k vs 14.4 k tokens/s at batch 4)."""
-    funcs = tuple(config.attn_funcs)
-    if not scan:
-        return tuple(LayerGroup(d, (f,), 1) for d, f in enumerate(funcs))
-    return _groups(funcs)
 
 
 def is_scanned(cache: Cache) -> bool:

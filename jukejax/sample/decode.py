@@ -46,34 +46,17 @@ def _model(params: Any, config: AutoregressiveConfig) -> ConditionalAutoregressi
     return ConditionalAutoregressive(config).bind({"params": params})
 
 
-def _raw_layers(layers: Any, config: AutoregressiveConfig) -> Any:
-    """{_attn_mods_d: one layer's params} from any layout: as stored, layer-scanned for training
-    (`_attn_period`), or grouped for decoding (`_attn_scan_*`)."""
-    if "_attn_period" in layers:
-        return unstack_layers(layers, config)
-    if not any(name.startswith("_attn_scan_") for name in layers):
-        return layers
-    out = {}
-    for g in layer_groups(config, scan=True):
-        if not g.scanned:
-            out[g.name] = layers[g.name]
-            continue
-        for j in range(len(g.funcs)):
-            for r in range(g.reps):
-                out[layer_name(g.start + r * len(g.funcs) + j)] = jax.tree.map(
-                    lambda a, r=r: a[r], layers[g.name][layer_name(j)])
-    return out
-
-
 def _group_layers(layers: Any, config: AutoregressiveConfig, scan: bool,
-                  prepare: Callable[[Any, Any], Any] = lambda path, x: x, stack: Callable = jnp.stack) -> Any:
+                  prepare: Callable[[Any, Any], Any] = lambda path, x: x, stack: Callable = jnp.stack,
+                  index: Callable = lambda a, r: a[r]) -> Any:
     """The transformer's params grouped for decoding: a scanned group's layers stacked per unit position
     (reps first), other layers as they are; `prepare(path within a layer, leaf)` is applied to each layer's
-    leaves before stacking. Params already grouped for `scan` are only prepared."""
+    leaves before stacking (`index(leaf, r)` takes repeat r of a leaf stacked as stored). Params already
+    grouped for `scan` (as a layer-scanned prior trains them, when `scan`) are only prepared."""
     groups = layer_groups(config, scan)
     if set(layers) == {g.name for g in groups}:
         return jax.tree_util.tree_map_with_path(prepare, layers)
-    raw = _raw_layers(layers, config)
+    raw = unstack_layers(layers, index)
     out = {}
     for g in groups:
         if not g.scanned:
@@ -87,8 +70,9 @@ def _group_layers(layers: Any, config: AutoregressiveConfig, scan: bool,
 
 
 def layer_params(layers: Any, config: AutoregressiveConfig, d: int) -> Any:
-    """Layer d's params from the transformer's params in any layout (stored, training-scanned, grouped)."""
-    return _raw_layers(layers, config)[layer_name(d)]
+    """Layer d's params from the transformer's params in any layout (stored, layer-scanned)."""
+    return unstack_layers(layers)[layer_name(d)]
+
 
 
 def decode_params(params: Any, config, scan: bool = False) -> Any:
@@ -119,7 +103,10 @@ def decode_shardings(shardings: Any, config, scan: bool = False) -> Any:
 
     def stack(xs):
         return NamedSharding(xs[0].mesh, PartitionSpec(None, *xs[0].spec))
-    return _with_ar_layers(shardings, lambda layers: _group_layers(layers, tc, scan, stack=stack))
+
+    def index(s, r):
+        return NamedSharding(s.mesh, PartitionSpec(*s.spec[1:]))
+    return _with_ar_layers(shardings, lambda layers: _group_layers(layers, tc, scan, stack=stack, index=index))
 
 
 def _with_ar_layers(params: Any, fn: Callable[[Any], Any]) -> Any:
