@@ -194,3 +194,71 @@ def test_load_variables_restores_into_the_target_shardings_and_dtype(tmp_path):
     assert {s.data.shape for s in got["params"]["w"].addressable_shards} == {(1, 4)}
     np.testing.assert_array_equal(np.asarray(got["params"]["w"], np.float32), w)
     np.testing.assert_array_equal(np.asarray(got["stats"]["n"]), np.ones(3))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A prior's layer stacks are restored in whichever layout the checkpoint has and regrouped as the model runs
+# them: a run resumed from the earlier period-scanned layout (`_attn_period`, the only scanned layout before
+# repeated units were scanned for any depth) continues exactly.
+
+_DEPTH = 6
+_LEGACY = {"_attn_period": [[0, 3], [1, 4], [2, 5]]}  # _attn_mods_j holds layers r * 3 + j
+_GROUPED = {"_attn_mods_0": 0, "_attn_scan_1": [[1, 3], [2, 4]], "_attn_mods_5": 5}  # as a scan of (a, b) x 2
+
+
+def _stack(layout, leaf):
+    """{name: leaf(d) or {_attn_mods_j: stack of leaf(d) over the repeats}} for a layout table."""
+    out = {}
+    for name, spec in layout.items():
+        if isinstance(spec, int):
+            out[name] = leaf(spec)
+        else:
+            out[name] = {f"_attn_mods_{j}": jax.tree.map(lambda *xs: jnp.stack(xs), *[leaf(d) for d in layers])
+                         for j, layers in enumerate(spec)}
+    return out
+
+
+class _LayerStackTask(_ToyTask):
+    """The toy regression with its weight split over six "layers", stored in `layout`."""
+
+    def __init__(self, layout):
+        super().__init__()
+        self.layout = layout
+
+    def init_variables(self, rng, batch):
+        return {"params": {"prior": {"transformer": _stack(self.layout, lambda d: {"w": jnp.full((4,), 0.01 * d)})}}}
+
+    def loss_fn(self, params, extra, batch, rng, train):
+        from jukejax.prior.transformer import unstack_layers
+        layers = unstack_layers(params["prior"]["transformer"])
+        w = sum((d + 1) * layers[f"_attn_mods_{d}"]["w"] for d in range(_DEPTH)) / _DEPTH
+        loss = jnp.mean((batch["x"] @ w[:, None] - batch["y"]) ** 2)
+        return loss, (extra, {"mse": loss})
+
+
+def test_resumes_a_checkpoint_with_another_layer_stack_layout(tmp_path):
+    full = loop.Trainer(_LayerStackTask(_GROUPED), _config(12, log_every=1), str(tmp_path / "a")).run()
+    old = loop.Trainer(_LayerStackTask(_LEGACY), _config(12, log_every=1), str(tmp_path / "b"))
+    first = old.run(stop_after=6)
+    assert old.manager.latest_step() == 6
+    new = loop.Trainer(_LayerStackTask(_GROUPED), _config(12, log_every=1), str(tmp_path / "b"))
+    rest = new.run()
+    assert rest["logs"][0]["step"] == 7
+    np.testing.assert_allclose(_losses(first) + _losses(rest), _losses(full), rtol=1e-6)
+    state = new.restore(next(_Iter(0)), None)
+    assert set(state.params["prior"]["transformer"]) == set(_GROUPED)
+    assert set(state.opt_state[1][0].mu["prior"]["transformer"]) == set(_GROUPED)
+
+
+def test_init_from_a_model_with_another_layer_stack_layout(tmp_path):
+    from ml_collections import ConfigDict
+    from jukejax.checkpoint import save_variables
+    layer = lambda d: {"w": jnp.arange(4.0) + 10 * d}  # noqa: E731
+    save_variables(str(tmp_path / "old"), ConfigDict({"model": "toy"}),
+                   {"params": {"prior": {"transformer": _stack(_LEGACY, layer)}}})
+    trainer = loop.Trainer(_LayerStackTask(_GROUPED), _config(1, init_from=str(tmp_path / "old")),
+                           str(tmp_path / "new"))
+    got = trainer.init(next(_Iter(0))).params["prior"]["transformer"]
+    want = _stack(_GROUPED, layer)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), got, want)

@@ -34,6 +34,7 @@ from jukejax.checkpoint import CHECKPOINT_DIR, CheckpointError, load_variables, 
 from jukejax.config import ConfigError, VQVAEConfig, build
 from jukejax.prior.labels import LabelError, Labeller, load_id_table, normalise_name, table_key
 from jukejax.prior.prior import PriorConfig, abstract_params, prior_config
+from jukejax.prior.transformer import abstract_index, abstract_stack, relayout
 from jukejax.vqvae.model import VQVAE, abstract_variables
 
 VQVAE_DIR = "vqvae"
@@ -220,8 +221,9 @@ class BundlePrior:
     def load_params(self) -> Any:
         """The prior's params (EMA when the checkpoint has them), checked against the config's shapes."""
         _, variables, _ = load_variables(str(self.workdir))
-        params = nn.unbox(variables["params"])
-        problem = first_mismatch(_expected_prior_params(self.config), params)
+        expected = _expected_prior_params(self.config)
+        params = relayout(nn.unbox(variables["params"]), expected)  # layer stacks grouped as the config runs them
+        problem = first_mismatch(expected, params)
         if problem:
             raise _component_error(self.name, problem)
         return jax.tree.map(jnp.asarray, params)  # load_variables refused non-finite values
@@ -306,7 +308,8 @@ def load_bundle(directory: Union[str, os.PathLike], levels: Optional[Sequence[in
         _check_vqvae_match(prior_dir(level), config.vqvae, vq_config)
         shapes = _checkpoint_param_shapes(workdir)
         if shapes is not None:
-            problem = first_mismatch(_expected_prior_params(config), shapes)
+            expected = _expected_prior_params(config)
+            problem = first_mismatch(expected, relayout(shapes, expected, abstract_stack, abstract_index))
             if problem:
                 raise _component_error(prior_dir(level), problem)
         priors[level] = BundlePrior(level, config, workdir, make_labeller(directory, config))

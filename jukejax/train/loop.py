@@ -24,6 +24,7 @@ from flax import linen as nn
 from jukejax import parallel
 from jukejax.checkpoint import CheckpointError, load_variables, short_reason, variables_metadata
 from jukejax.config import ConfigError, MeshConfig, OptimConfig, TrainConfig
+from jukejax.prior.transformer import abstract_index, abstract_stack, relayout
 from jukejax.errors import UserError, check_workdir
 from jukejax.train import state as state_lib
 
@@ -152,10 +153,13 @@ class Trainer:
         """`train.init_from`'s variables (its EMA weights where it has them), checked against this model's tree
         before anything is read: every collection, key and shape must match, except that the artist/genre
         embeddings may have more rows here (names appended to the model's tables; the new rows are initialised
-        afresh). Restored straight into this mesh's shardings in this model's dtypes."""
+        afresh) and that a prior's layers may be stacked otherwise (scanned or not: regrouped as this model
+        runs them). Restored straight into this mesh's shardings in this model's dtypes."""
         source = self.config.train.init_from
-        config, variables, step = variables_metadata(source)
+        config, saved, step = variables_metadata(source)
         want = {"params": abstract.params, **abstract.extra}
+        # layer stacks compared (and later read) in this model's layout, whichever the source has
+        variables = relayout(saved, want, abstract_stack, abstract_index)
         where = f"train.init_from {source}"
         if set(variables) != set(want):
             raise ConfigError(f"{where}: holds collections {sorted(variables)} (a {config.get('model')} model); "
@@ -178,7 +182,12 @@ class Trainer:
         target = jax.tree_util.tree_map_with_path(
             lambda path, a, sh: jax.ShapeDtypeStruct(got_leaves[path].shape if path in grown else a.shape, a.dtype,
                                                      sharding=rep if path in grown else sh), want, place)
-        _, variables, step = load_variables(source, step=step, target=target)
+        saved_target = relayout(target, saved, abstract_stack, abstract_index)
+        _, variables, step = load_variables(source, step=step, target=saved_target)
+        if saved_target is not target:
+            with jax.set_mesh(self.mesh):
+                variables = jax.jit(lambda v: relayout(v, target, jnp.stack),
+                                    out_shardings=jax.tree.map(lambda t: t.sharding, target))(variables)
         if grown:
             # New artist/genre names (a dataset built with --artist_ids/--genre_ids from the model's tables) get
             # new embedding rows, freshly initialised as this model initialises them; the model's rows stay.
@@ -216,8 +225,12 @@ class Trainer:
         target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
         for i, candidate in enumerate(steps):
             try:
+                # A prior's layer stacks are read in the layout the checkpoint has (per layer, scanned, or the
+                # earlier period-scanned one) and regrouped as this config runs them.
+                saved = _state_metadata(self.manager.directory / str(candidate) / "state")
+                saved_target = relayout(target, saved, abstract_stack, abstract_index)
                 restored = self.manager.restore(candidate, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+                    state=ocp.args.StandardRestore(saved_target), data=ocp.args.JsonRestore()))
             except Exception as e:  # Orbax/TensorStore raise many types for damaged files
                 where = self.manager.directory / str(candidate)
                 if i + 1 == len(steps):
@@ -228,6 +241,10 @@ class Trainer:
                 continue
             if iterator is not None:
                 _set_iterator_state(iterator, restored["data"]["iterator"])
+            if saved_target is not target:
+                with jax.set_mesh(self.mesh):
+                    return jax.jit(lambda s: relayout(s, target, jnp.stack),
+                                   out_shardings=shardings)(restored["state"])
             return restored["state"]
 
     # ----- the loop ----------------------------------------------------------------------------------
@@ -406,6 +423,13 @@ class Trainer:
         if means:
             log.info("eval step %d: %s", step, json.dumps({k: round(v, 5) for k, v in means.items()}))
         return means
+
+
+def _state_metadata(path: pathlib.Path) -> Any:
+    """A saved train state's tree of array metadata (shapes and dtypes), read without loading an array."""
+    metadata = ocp.PyTreeCheckpointer().metadata(path)
+    metadata = getattr(metadata, "item_metadata", metadata)
+    return getattr(metadata, "tree", metadata)
 
 
 def train_state_shardings(task: Task, tx, config: LoopConfig, mesh, batch) -> Any:
