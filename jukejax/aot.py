@@ -480,8 +480,8 @@ def compile_sampling(pc, topology: str, n_samples: int, mesh: MeshConfig = MeshC
         compiled, seconds = _compile_or_refuse(
             f"level {pc.level} window", tgt, largest,
             lambda temp: _sampling_advice(tgt, mesh_, n_samples, _bytes(prior_params), _bytes(cache)),
-            schedule._sample_rows_jit, prior_params, cache, keys, buffer, x_cond, y_cond, encoder_kv, temperature,
-            config=c, n_prefix=0, n_total=c.n_ctx, top_k=0, top_p=0.0)
+            schedule.sample_rows_jit(c, 0, c.n_ctx, 0, 0.0), prior_params, cache, keys, buffer, x_cond, y_cond,
+            encoder_kv, temperature)
     ar_weight_bytes = _bytes(_without(prior_params, ("pos_emb",)))
     first = jax.tree.leaves(cache)[0]
     per_device_n = first.sharding.shard_shape(tuple(first.shape))[0]
