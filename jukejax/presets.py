@@ -110,9 +110,9 @@ def prior_1b_lyrics() -> ml_collections.ConfigDict:
     v3 labels with timing, output tied to the embedding; 942,643,200 parameters. Lyric alignment: layer 63,
     head 0."""
     return prior(2, n_ctx=6144, prior_width=2048, prior_depth=72, heads=2, attn_order=12, blocks=64,
-                 init_scale=0.2, labels_v3=True, y_bins=(604, 7898), t_bins=64, max_bow_genre_size=1, n_vocab=79,
-                 min_duration=17.84, max_duration=600.0, use_tokens=True, n_tokens=384, prime_loss_fraction=0.4,
-                 single_enc_dec=True, alignment_layer=63, alignment_head=0)
+                 init_scale=0.2, c_res=1, labels_v3=True, y_bins=(604, 7898), t_bins=64, max_bow_genre_size=1,
+                 n_vocab=79, min_duration=17.84, max_duration=600.0, use_tokens=True, n_tokens=384,
+                 prime_loss_fraction=0.4, single_enc_dec=True, alignment_layer=63, alignment_head=0)
 
 
 # ------------------------------------------------------------------------------------------------------------
