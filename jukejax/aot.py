@@ -348,10 +348,8 @@ def compile_train(config, topology: str) -> Dict[str, Any]:
                        f"{_train_advice(config, tgt, mesh, state_bytes, None)}")
     def advice(temp_bytes):
         room = 0.9 * tgt.hbm_bytes - state_bytes
-        b = int(batch[next(iter(batch))].shape[0])
         if temp_bytes and room > 0:
-            return (f"data.batch_size {max(1, int(b * room / temp_bytes))} would leave room for the temporaries "
-                    f"(they grow with the batch), or split the batch over more chips")
+            return _activation_advice(config, mesh, int(batch[next(iter(batch))].shape[0]), room, temp_bytes)
         return _train_advice(config, tgt, mesh, state_bytes, None)
     with jax.set_mesh(mesh):
         compiled, seconds = _compile_or_refuse("train step", tgt, largest, advice,
@@ -407,11 +405,29 @@ def _train_advice(config, tgt: Target, mesh, state_bytes: int, report: Optional[
     if report is not None:
         temp = report["memory_per_device"]["temp_bytes"]
         room = 0.9 * hbm - report["memory_per_device"]["argument_bytes"]
-        batch = report["global_batch"]
         if room > 0 and temp > room:
-            parts.append(f"or data.batch_size {max(1, int(batch * room / temp))} (temporaries grow with the batch) "
-                         f"with prior.remat=True")
+            parts.append("or " + _activation_advice(config, mesh, report["global_batch"], room, temp))
     return " ".join(parts)
+
+
+def _activation_advice(config, mesh, batch: int, room: float, temp: float) -> str:
+    """What brings the temporaries (mostly activations kept for the backward pass) under `room` bytes: a prior
+    that does not recompute its layers' activations should (the original trains every prior with c_res=1);
+    then a smaller global batch, still a multiple of the chips it is split over; at one sample per chip, only
+    splitting each layer over chips (the mesh's tensor axis) is left."""
+    parts = []
+    if config.get("model") == "prior" and not config.prior.get("c_res", 0):
+        parts.append("prior.c_res=1 (recompute each layer's activations in the backward pass)")
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    fit = int(batch * room / temp) // shards * shards
+    if shards <= fit < batch:
+        parts.append(f"data.batch_size {fit} (temporaries grow with the batch; {fit // shards} per chip)")
+    elif batch <= shards:
+        parts.append(f"mesh tensor=2 (data.batch_size {batch} is already one sample per chip: split each "
+                     f"layer over 2 chips)")
+    else:
+        parts.append(f"data.batch_size {shards} (one sample per chip), or fewer per chip with more chips")
+    return "try " + ", or ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------------------
