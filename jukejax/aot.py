@@ -444,8 +444,8 @@ def decode_floor_bytes(config, n: int, param_bytes: int, cache_dtype) -> int:
     slots = 0
     for f in c.attn_funcs:
         shape = cache_lib.layer_shape(c, f, 1)
-        if f == 2:            # transpose block: one column of (bc, blocks)
-            slots += shape[2]
+        if f == 2:            # transpose block: one column of (H, bc, blocks, D)
+            slots += shape[3]
         elif f == 3:          # previous block: bc of its 2 bc slots
             slots += c.block_ctx
         else:                 # every slot, whatever the layout

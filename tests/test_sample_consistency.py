@@ -117,16 +117,17 @@ def test_bf16_cache_tracks_fp32():
 def test_cache_layouts_and_bytes():
     cfg = case("prime_12")["cfg"]
     s, bc = cfg.n_state, cfg.block_ctx
-    want = {A.BLOCK: (BATCH, bc, s), A.TRANSPOSE_BLOCK: (BATCH, bc, 8, s), A.PREV_BLOCK: (BATCH, 2 * bc, s),
-            A.PRIME: (BATCH, 2, 16, s // 2)}  # dense and prime caches are heads-major
+    h, hd = 2, s // 2  # every cache is heads-major
+    want = {A.BLOCK: (BATCH, h, bc, hd), A.TRANSPOSE_BLOCK: (BATCH, h, bc, 8, hd), A.PREV_BLOCK: (BATCH, h, 2 * bc, hd),
+            A.PRIME: (BATCH, h, 16, hd)}
     cache = C.init_cache(cfg, BATCH, jnp.bfloat16)
     for d, f in enumerate(cfg.attn_funcs):
         assert cache[f"_attn_mods_{d}"]["k"].shape == want[f], (d, f)
     assert C.cache_bytes(cfg, BATCH, jnp.bfloat16) == sum(a.nbytes for a in jax.tree.leaves(cache))
-    other = {A.DENSE: (BATCH, 2, N_CTX, s // 2), A.CROSS: (BATCH, 12, s), A.SUMMARY: (BATCH, 8, s)}
+    other = {A.DENSE: (BATCH, h, N_CTX, hd), A.CROSS: (BATCH, h, 12, hd), A.SUMMARY: (BATCH, h, 8, hd)}
     for f, shape in other.items():
         assert C.layer_shape(case("enc_dec_10")["cfg"], f, BATCH) == shape
-    assert C.layer_shape(case("summary_spread_4")["cfg"], A.SUMMARY_SPREAD, BATCH) == (BATCH, 8 * 3, s)
+    assert C.layer_shape(case("summary_spread_4")["cfg"], A.SUMMARY_SPREAD, BATCH) == (BATCH, h, 8 * 3, hd)
 
 
 def test_released_cache_bytes_per_sample():

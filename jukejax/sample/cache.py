@@ -3,29 +3,31 @@ original's `transformer/factored_attention.py::FactoredAttention` caches, as `sa
 
 The original grows each layer's cache with `torch.cat` and trims it to `_suff_cache_len` after every token.
 Here every layer's cache is allocated once for the whole window and addressed by the position t, so one
-compiled loop can run a window with no shape changes. Per layer, `k` and `v` each have the shape below
-(N samples, S = n_state = m_attn * width; bc = block_ctx = n_ctx // blocks):
+compiled loop can run a window with no shape changes. Per layer, `k` and `v` each have the shape below,
+heads-major (N samples, H heads of D = S / H, S = n_state = m_attn * width; bc = block_ctx = n_ctx // blocks):
 
-| type | layout (per array)      | slot of position p                   | step at t reads                             |
-|------|-------------------------|--------------------------------------|---------------------------------------------|
-| 0    | (N, H, n_ctx, D)        | p                                    | every slot, visible if slot <= t            |
-| 1    | ring (N, bc, S)         | p % bc                               | every slot, visible if slot <= t % bc       |
-| 2    | (N, bc, blocks, S)      | [p % bc, p // bc] (column-major)     | column t % bc, (N, blocks, S), visible if   |
-|      |                         |                                      | row <= t // bc                              |
-| 3    | ring (N, 2 bc, S)       | p % (2 bc)                           | the bc slots of block t // bc - 1, no mask; |
-|      |                         |                                      | output 0 in block 0                         |
-| 4, 5 | (N, blocks * spread, S) | (p // bc + 1) * spread + p % bc      | the spread zero slots first, then every     |
-|      |                         | - (bc - spread), for the last spread | slot whose position <= t                    |
-|      |                         | positions of blocks 0..blocks-2      |                                             |
-| 6    | (N, encoder_dims, S)    | encoder position, filled once        | every slot, no mask                         |
-| 7    | (N, H, prime_attn_len, D) | p, while p < prime_attn_len        | every slot, visible if slot <= t            |
+| type | layout (per array)          | slot of position p                   | step at t reads                         |
+|------|-----------------------------|--------------------------------------|-----------------------------------------|
+| 0    | (N, H, n_ctx, D)            | p                                    | every slot, visible if slot <= t        |
+| 1    | ring (N, H, bc, D)          | p % bc                               | every slot, visible if slot <= t % bc   |
+| 2    | (N, H, bc, blocks, D)       | [p % bc, p // bc] (column-major)     | column t % bc, (N, H, blocks, D),       |
+|      |                             |                                      | visible if row <= t // bc               |
+| 3    | ring (N, H, 2 bc, D)        | p % (2 bc)                           | the bc slots of block t // bc - 1, no   |
+|      |                             |                                      | mask; output 0 in block 0               |
+| 4, 5 | (N, H, blocks * spread, D)  | (p // bc + 1) * spread + p % bc      | the spread zero slots first, then every |
+|      |                             | - (bc - spread), for the last spread | slot whose position <= t                |
+|      |                             | positions of blocks 0..blocks-2      |                                         |
+| 6    | (N, H, encoder_dims, D)     | encoder position, filled once        | every slot, no mask                     |
+| 7    | (N, H, prime_attn_len, D)   | p, while p < prime_attn_len          | every slot, visible if slot <= t        |
 
-(spread is 1 for type 4.) Dense and prime caches are heads-major (H heads of D = S / H): a step reads them
-whole, and on TPU its 8-row products want each head's keys contiguous; stored (N, K, S), the compiler copied
-each such cache into that layout every step (two 26.7 MB copies per step for 1b_lyrics' dense layer at batch
-4). The original keeps the same keys (`_suff_cache_len`): the current block for 1, the
-previous and the current block for 3, the first `_prime_len` positions for 7, the encoder K/V for 6, and
-everything for 0 and 2 (2 reads one column of it). It has no sampling path for types 4 and 5
+(spread is 1 for type 4.) A step reads each head's keys as one contiguous (slots, D) run, the layout the TPU
+matrix unit's 8-row products want; stored (N, slots, S), the compiler copied every cache it read into that
+layout every step (two 26.7 MB copies per step for 1b_lyrics' dense layer at batch 4; at 28 samples,
+138 copies of 365 MB in all, mostly the block caches and transpose-block columns).
+
+The original keeps the same keys (`_suff_cache_len`): the current block for 1, the previous and the current
+block for 3, the first `_prime_len` positions for 7, the encoder K/V for 6, and everything for 0 and 2 (2
+reads one column of it). It has no sampling path for types 4 and 5
 (`_suff_cache_len` raises for 4, `summary_spread_attn` asserts "Not yet implemented" for 5); the layout here
 samples both and is checked against the teacher-forced pass like every other type.
 
@@ -58,11 +60,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jukejax.prior.attention import (BLOCK, CROSS, DENSE, PREV_BLOCK, PRIME, SUMMARY, SUMMARY_SPREAD,
-                                     TRANSPOSE_BLOCK, attend, merge_heads, split_heads)
+                                     TRANSPOSE_BLOCK, merge_heads, split_heads)
 from jukejax.prior.config import TransformerConfig
 from jukejax.prior.transformer import LayerGroup, layer_groups, layer_name  # noqa: F401 - the grouping, shared
-
-HEADS_MAJOR = frozenset({DENSE, PRIME})  # caches stored (N, heads, slots, head_dim)
 
 Cache = Dict[str, Any]  # {"_attn_mods_{d}": {"k", "v"}} and {"_attn_scan_{d}": {"_attn_mods_{j}": {"k", "v"}}}
 
@@ -78,32 +78,31 @@ def summary_spread(config: TransformerConfig, attn_func: int) -> int:
 
 def layer_shape(config: TransformerConfig, attn_func: int, batch: int) -> Tuple[int, ...]:
     """Shape of one layer's k (and v) cache."""
-    c, s = config, config.n_state
+    c = config
+    heads, head_dim = (batch, c.heads), (c.n_state // c.heads,)
     if attn_func == DENSE:
-        return (batch, c.heads, c.n_ctx, s // c.heads)
+        return heads + (c.n_ctx,) + head_dim
     if attn_func == BLOCK:
-        return (batch, c.block_ctx, s)
+        return heads + (c.block_ctx,) + head_dim
     if attn_func == TRANSPOSE_BLOCK:
-        return (batch, c.block_ctx, c.blocks, s)
+        return heads + (c.block_ctx, c.blocks) + head_dim
     if attn_func == PREV_BLOCK:
-        return (batch, 2 * c.block_ctx, s)
+        return heads + (2 * c.block_ctx,) + head_dim
     if attn_func in (SUMMARY, SUMMARY_SPREAD):
-        return (batch, c.blocks * summary_spread(c, attn_func), s)
+        return heads + (c.blocks * summary_spread(c, attn_func),) + head_dim
     if attn_func == CROSS:
-        return (batch, c.encoder_dims, s)
+        return heads + (c.encoder_dims,) + head_dim
     if attn_func == PRIME:
-        return (batch, c.heads, c.prime_attn_len, s // c.heads)
+        return heads + (c.prime_attn_len,) + head_dim
     raise ValueError(f"attn_func {attn_func!r} is not one of the attention types 0-7")
 
 
 def layer_logical_axes(attn_func: int) -> Tuple[Optional[str], ...]:
     """Logical axis names of a layer's k/v cache (`jukejax.parallel` rules): samples over the batch axes,
-    the attention state over "heads" like c_attn's output."""
+    the heads over "heads" like c_attn's output."""
     if attn_func == TRANSPOSE_BLOCK:
-        return ("batch", None, None, "heads")
-    if attn_func in HEADS_MAJOR:
-        return ("batch", "heads", None, None)
-    return ("batch", None, "heads")
+        return ("batch", "heads", None, None, None)
+    return ("batch", "heads", None, None)
 
 
 def _grouped(config: TransformerConfig, scan: bool, leaf) -> Cache:
@@ -194,22 +193,23 @@ def write_step(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: jax
     group's stacked cache when given)."""
     c = config
     zero = jnp.zeros((), jnp.int32)
+    k, v, write = to_heads(k, c), to_heads(v, c), True  # (N, H, 1, D)
     if attn_func == TRANSPOSE_BLOCK:
-        index, k, v, write = (zero, t % c.block_ctx, t // c.block_ctx, zero), k[:, None], v[:, None], True
+        index, k, v = (zero, zero, t % c.block_ctx, t // c.block_ctx, zero), k[:, :, None], v[:, :, None]
     elif attn_func in (SUMMARY, SUMMARY_SPREAD):
         spread, bc = summary_spread(c, attn_func), c.block_ctx
         r, b = t % bc, t // bc
         write = (r >= bc - spread) & (b < c.blocks - 1)
         slot = jnp.where(write, (b + 1) * spread + r - (bc - spread), 0)
-        index = (zero, slot, zero)
+        index = (zero, zero, slot, zero)
     elif attn_func == PRIME:
         write = t < c.prime_attn_len
-        index, k, v = (zero, zero, jnp.minimum(t, c.prime_attn_len - 1), zero), to_heads(k, c), to_heads(v, c)
+        index = (zero, zero, jnp.minimum(t, c.prime_attn_len - 1), zero)
     elif attn_func == DENSE:
-        index, k, v, write = (zero, zero, t, zero), to_heads(k, c), to_heads(v, c), True
+        index = (zero, zero, t, zero)
     else:
         size = c.block_ctx if attn_func == BLOCK else 2 * c.block_ctx
-        index, write = (zero, t % size, zero), True
+        index = (zero, zero, t % size, zero)
     return {"k": _store(layer["k"], k, index, write, rep), "v": _store(layer["v"], v, index, write, rep)}
 
 
@@ -231,8 +231,8 @@ def write_prefix(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: j
     def fill(buf, x):
         x = x.astype(buf.dtype)
         if attn_func == CROSS:
-            return x
-        if attn_func in HEADS_MAJOR:
+            return to_heads(x, c)
+        if attn_func in (DENSE, PRIME):
             n = min(last + 1, buf.shape[2])
             return jax.lax.dynamic_update_slice_in_dim(buf, to_heads(x[:, :n], c), 0, axis=2)
         if attn_func == TRANSPOSE_BLOCK:
@@ -241,18 +241,19 @@ def write_prefix(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: j
             x = x[:, :rows * bc]
             if x.shape[1] < rows * bc:  # P need not be a multiple of bc for a pure prefix read
                 x = jnp.pad(x, ((0, 0), (0, rows * bc - x.shape[1]), (0, 0)))
-            x = x.reshape(x.shape[0], rows, bc, x.shape[-1]).swapaxes(1, 2)  # (N, bc, rows, S)
+            x = to_heads(x, c)
+            x = x.reshape(x.shape[:2] + (rows, bc, x.shape[-1])).swapaxes(2, 3)  # (N, H, bc, rows, D)
             written = (np.arange(rows)[None, :] * bc + np.arange(bc)[:, None]) <= last
-            x = jnp.where(written[None, :, :, None], x, buf[:, :, :rows])
-            return jax.lax.dynamic_update_slice_in_dim(buf, x, 0, axis=2)
+            x = jnp.where(written[None, None, :, :, None], x, buf[:, :, :, :rows])
+            return jax.lax.dynamic_update_slice_in_dim(buf, x, 0, axis=3)
         if attn_func in (BLOCK, PREV_BLOCK):
-            pos = ring_positions(buf.shape[1], last)
+            pos = ring_positions(buf.shape[2], last)
         else:  # summary
             pos = summary_positions(c, attn_func)
             pos = np.where(pos <= last, pos, -1)
         written = pos >= 0
-        gathered = x[:, np.clip(pos, 0, x.shape[1] - 1)]
-        return jnp.where(written[None, :, None], gathered, buf)
+        gathered = to_heads(x[:, np.clip(pos, 0, x.shape[1] - 1)], c)
+        return jnp.where(written[None, None, :, None], gathered, buf)
 
     return {"k": fill(layer["k"], k), "v": fill(layer["v"], v)}
 
@@ -263,49 +264,16 @@ def write_prefix(attn_func: int, layer: Dict[str, jax.Array], k: jax.Array, v: j
 _TPU_QUERY_ROWS = 8
 
 
-def attend_one(q: jax.Array, k: jax.Array, v: jax.Array, mask: Optional[jax.Array], *, n_head: int) -> jax.Array:
-    """`attend` for the single query (N, 1, S) of a decode step against cached k, v (N, K, S).
+def attend_one(q: jax.Array, k: jax.Array, v: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+    """`attend` for the single query (N, 1, S) of a decode step against a heads-major cache k, v (N, H, K, D):
+    the same products (q and k each scaled by head_dim**-0.25, fp32 scores, masked scores -1e9).
 
     On TPU, a one-row query makes the compiler run both products as a vector multiply-and-reduce and
     materialise k * head_dim**-0.25 in fp32 over the whole cache every step: for 1b_lyrics' dense layer
     (4 samples x 6528 keys) it estimates 1.41 M cycles on v5e, ten times what reading k and v takes. There the
     query is repeated to 8 rows (the matrix unit's smallest tile), both scales are folded into it
-    (q * head_dim**-0.5, k read as cached) and row 0 is kept: 93 k cycles. Other platforms run `attend` as
-    the teacher-forced pass does.
+    (q * head_dim**-0.5, k read as cached) and row 0 is kept: 93 k cycles.
     """
-    def on_tpu(q, k, v):
-        n, _, s = q.shape
-        scale = (s // n_head) ** -0.5
-        qh = split_heads(jnp.broadcast_to(q * scale, (n, _TPU_QUERY_ROWS, s)), n_head)
-        w = jnp.einsum("...qhd,...khd->...hqk", qh, split_heads(k, n_head), preferred_element_type=jnp.float32)
-        if mask is not None:
-            w = jnp.where(mask, w, jnp.float32(-1e9))
-        p = jax.nn.softmax(w, axis=-1).astype(v.dtype)
-        a = jnp.einsum("...hqk,...khd->...qhd", p, split_heads(v, n_head), preferred_element_type=jnp.float32)
-        return merge_heads(a[:, :1]).astype(v.dtype)
-
-    return jax.lax.platform_dependent(q, k, v, tpu=on_tpu,
-                                      default=lambda q, k, v: attend(q, k, v, mask, n_head=n_head))
-
-def _read(buf: jax.Array, rep: Optional[jax.Array], axis: Optional[int] = None, start: Any = 0,
-          size: int = 1) -> jax.Array:
-    """One layer's cache, or positions start..start+size-1 of it along `axis` (of the one-layer layout), as
-    one dynamic slice: of buf itself, or of repeat `rep` of a scanned group's (N, reps, ...) buf."""
-    if rep is None:
-        return buf if axis is None else jax.lax.dynamic_slice_in_dim(buf, start, size, axis)
-    zero = jnp.zeros((), jnp.int32)
-    starts, sizes = [zero] * buf.ndim, list(buf.shape)
-    starts[1], sizes[1] = rep, 1
-    if axis is not None:
-        starts[axis + 1], sizes[axis + 1] = start, size
-    part = jax.lax.dynamic_slice(buf, starts, sizes)
-    return part.reshape(part.shape[:1] + part.shape[2:])
-
-
-def attend_one_heads_major(q: jax.Array, k: jax.Array, v: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
-    """`attend_one` against a heads-major cache: k, v (N, H, K, D). The same products as `attend` (q and k each
-    scaled by head_dim**-0.25, fp32 scores, masked scores -1e9); on TPU the query is 8 rows with both scales
-    folded into it, as in `attend_one`."""
     n, _, s = q.shape
     n_head, head_dim = k.shape[1], k.shape[-1]
 
@@ -328,6 +296,21 @@ def attend_one_heads_major(q: jax.Array, k: jax.Array, v: jax.Array, mask: Optio
     return jax.lax.platform_dependent(q, k, v, tpu=on_tpu, default=default)
 
 
+def _read(buf: jax.Array, rep: Optional[jax.Array], axis: Optional[int] = None, start: Any = 0,
+          size: int = 1) -> jax.Array:
+    """One layer's cache, or positions start..start+size-1 of it along `axis` (of the one-layer layout), as
+    one dynamic slice: of buf itself, or of repeat `rep` of a scanned group's (N, reps, ...) buf."""
+    if rep is None:
+        return buf if axis is None else jax.lax.dynamic_slice_in_dim(buf, start, size, axis)
+    zero = jnp.zeros((), jnp.int32)
+    starts, sizes = [zero] * buf.ndim, list(buf.shape)
+    starts[1], sizes[1] = rep, 1
+    if axis is not None:
+        starts[axis + 1], sizes[axis + 1] = start, size
+    part = jax.lax.dynamic_slice(buf, starts, sizes)
+    return part.reshape(part.shape[:1] + part.shape[2:])
+
+
 def attend_step(attn_func: int, layer: Dict[str, jax.Array], q: jax.Array, t: jax.Array,
                 config: TransformerConfig, rep: Optional[jax.Array] = None) -> jax.Array:
     """Attention output (N, 1, S), before c_proj, of the query q (N, 1, S) at position t.
@@ -343,12 +326,12 @@ def attend_step(attn_func: int, layer: Dict[str, jax.Array], q: jax.Array, t: ja
     elif attn_func == BLOCK:
         (k, v), mask = read(), jnp.arange(c.block_ctx) <= t % c.block_ctx
     elif attn_func == TRANSPOSE_BLOCK:
-        k, v = (x[:, 0] for x in read(1, t % c.block_ctx))  # column t % bc: (N, blocks, S)
+        k, v = (x[:, :, 0] for x in read(2, t % c.block_ctx))  # column t % bc: (N, H, blocks, D)
         mask = jnp.arange(c.blocks) <= t // c.block_ctx
     elif attn_func == PREV_BLOCK:
         bc = c.block_ctx
-        k, v = read(1, ((t // bc - 1) % 2) * bc, bc)
-        a = attend_one(q, k, v, None, n_head=c.heads)
+        k, v = read(2, ((t // bc - 1) % 2) * bc, bc)
+        a = attend_one(q, k, v, None)
         # Block 0 attends to block_ctx zero keys and values in the original: the output is exactly 0.
         return jnp.where(t >= bc, a, jnp.zeros_like(a))
     elif attn_func in (SUMMARY, SUMMARY_SPREAD):
@@ -360,6 +343,4 @@ def attend_step(attn_func: int, layer: Dict[str, jax.Array], q: jax.Array, t: ja
         (k, v), mask = read(), jnp.arange(c.prime_attn_len) <= t
     else:
         raise ValueError(f"attn_func {attn_func!r} is not one of the attention types 0-7")
-    if attn_func in HEADS_MAJOR:
-        return attend_one_heads_major(q, k, v, mask)
-    return attend_one(q, k, v, mask, n_head=c.heads)
+    return attend_one(q, k, v, mask)
