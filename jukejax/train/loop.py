@@ -185,9 +185,7 @@ class Trainer:
         saved_target = relayout(target, saved, abstract_stack, abstract_index)
         _, variables, step = load_variables(source, step=step, target=saved_target)
         if saved_target is not target:
-            with jax.set_mesh(self.mesh):
-                variables = jax.jit(lambda v: relayout(v, target, jnp.stack),
-                                    out_shardings=jax.tree.map(lambda t: t.sharding, target))(variables)
+            variables = self._regrouped(variables, target)
         if grown:
             # New artist/genre names (a dataset built with --artist_ids/--genre_ids from the model's tables) get
             # new embedding rows, freshly initialised as this model initialises them; the model's rows stay.
@@ -242,10 +240,15 @@ class Trainer:
             if iterator is not None:
                 _set_iterator_state(iterator, restored["data"]["iterator"])
             if saved_target is not target:
-                with jax.set_mesh(self.mesh):
-                    return jax.jit(lambda s: relayout(s, target, jnp.stack),
-                                   out_shardings=shardings)(restored["state"])
+                return self._regrouped(restored["state"], target)
             return restored["state"]
+
+    def _regrouped(self, tree: Any, target: Any) -> Any:
+        """`tree`, restored in a checkpoint's layer-stack layout, regrouped as `target` (abstract arrays with
+        shardings) lays out its layers, placed on target's shardings."""
+        with jax.set_mesh(self.mesh):
+            return jax.jit(lambda t: relayout(t, target, jnp.stack),
+                           out_shardings=jax.tree.map(lambda t: t.sharding, target))(tree)
 
     # ----- the loop ----------------------------------------------------------------------------------
     def compiled_step(self):
