@@ -303,8 +303,7 @@ class LevelJob:
         if self.mesh is None:
             return tree
         from jukejax import parallel
-        return jax.tree.map(lambda x: parallel.put_global(x, parallel.fitted_batch_sharding(self.mesh, x.shape)),
-                            tree)
+        return jax.tree.map(lambda x: parallel.put_global(x, self._sharding(x.shape)), tree)
 
     def sample_window(self, zs: Dict[int, np.ndarray], window: Window,
                       on_batch: Optional[Callable[[int], None]] = None) -> Optional[np.ndarray]:
