@@ -37,9 +37,9 @@ def print_error(error: BaseException) -> int:
     return 2
 
 
-def cpu_only_machine(tpu_chips: Callable[[], int], gpu_visible: Callable[[], bool]) -> bool:
+def cpu_only_machine(tpu_chips: int, gpu_visible: bool) -> bool:
     """No TPU chip on the PCI bus and no NVIDIA or AMD GPU device node."""
-    return tpu_chips() == 0 and not gpu_visible()
+    return tpu_chips == 0 and not gpu_visible
 
 
 def skip_absent_tpu() -> None:
@@ -54,8 +54,8 @@ def skip_absent_tpu() -> None:
     from jax._src import hardware_utils
     if jax.config.jax_platforms:
         return
-    gpu = lambda: hardware_utils.has_visible_nvidia_gpu() or os.path.exists("/dev/kfd")  # noqa: E731
-    if cpu_only_machine(lambda: hardware_utils.num_available_tpu_chips_and_device_id()[0], gpu):
+    gpu = hardware_utils.has_visible_nvidia_gpu() or os.path.exists("/dev/kfd")
+    if cpu_only_machine(hardware_utils.num_available_tpu_chips_and_device_id()[0], gpu):
         jax.config.update("jax_platforms", "cpu")
 
 

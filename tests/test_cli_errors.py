@@ -116,9 +116,9 @@ def test_convert_names_the_file_once_and_an_out_it_cannot_create(tmp_path, capsy
 
 
 def test_cpu_only_machine_needs_no_tpu_and_no_gpu():
-    assert cli.cpu_only_machine(lambda: 0, lambda: False)
-    assert not cli.cpu_only_machine(lambda: 4, lambda: False)
-    assert not cli.cpu_only_machine(lambda: 0, lambda: True)
+    assert cli.cpu_only_machine(0, False)
+    assert not cli.cpu_only_machine(4, False)
+    assert not cli.cpu_only_machine(0, True)
 
 
 _PLATFORM_OF_A_CLI_RUN = """
